@@ -1,0 +1,141 @@
+"""`TensorQuantizer`: the fake-quant node, a small state machine (calibrate / quantize / disabled)."""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+
+import torch
+from torch import nn
+
+from ..errors import QuantizerError
+from .calib import CALIB_METHODS, HistogramCalibrator, MaxCalibrator
+from .descriptor import QUANT_DESC_8BIT_PER_TENSOR, QuantDescriptor
+
+# Smallest amax kept: a zero amax (an all-zero channel) would give a zero scale, which ONNX and
+# TensorRT reject. Clamped once when amax is set, never at run time, so scales stay constants.
+AMAX_FLOOR = 1e-6
+
+
+class QuantMode(str, Enum):
+    QUANTIZE = "quantize"
+    CALIBRATE = "calibrate"
+    DISABLED = "disabled"
+
+
+class TensorQuantizer(nn.Module):
+    """Fake-quantizes a tensor with a symmetric (zero point 0) scale of amax / bound.
+
+    `amax` is a buffer, so it travels with `state_dict` and checkpoints; NaN means "not calibrated".
+    In quantize mode the forward is `torch.fake_quantize_per_{tensor,channel}_affine`, which the ONNX
+    exporter turns into QuantizeLinear/DequantizeLinear and whose gradient is the clipped
+    straight-through estimator (QAT). amax itself is frozen during QAT (pytorch-quantization's
+    default `learn_amax=False`): scales stay the calibrated ones, weights adapt to them.
+    """
+
+    def __init__(self, desc: QuantDescriptor = QUANT_DESC_8BIT_PER_TENSOR, num_channels: int | None = None) -> None:
+        super().__init__()
+        if (desc.axis is None) != (num_channels is None):
+            raise QuantizerError(
+                f"TensorQuantizer: axis={desc.axis} needs num_channels (per-channel) and axis=None needs none"
+            )
+        self.desc = desc
+        self.name = "TensorQuantizer"  # set to the module path by the model (see name_quantizers)
+        shape = () if num_channels is None else (num_channels,)
+        self.register_buffer("amax", torch.full(shape, math.nan))
+        self.mode = QuantMode.QUANTIZE
+        self._calibrator: MaxCalibrator | HistogramCalibrator | None = None
+
+    # -- state machine ---------------------------------------------------------------------------
+    @property
+    def is_calibrated(self) -> bool:
+        return bool(torch.isfinite(self.amax).all())
+
+    def enable_calib(self) -> None:
+        """Collect statistics on every forward (the tensor passes through unquantized)."""
+        if self._calibrator is None:
+            if self.desc.calib_method == "max":
+                self._calibrator = MaxCalibrator(self.desc.axis)
+            else:
+                self._calibrator = HistogramCalibrator(unsigned=self.desc.unsigned)
+        self.mode = QuantMode.CALIBRATE
+
+    def enable_quant(self) -> None:
+        self.mode = QuantMode.QUANTIZE
+
+    def disable(self) -> None:
+        self.mode = QuantMode.DISABLED
+
+    def load_calib_amax(self, method: str = "percentile", **kwargs: float) -> None:
+        """Turn the collected statistics into amax. Histogram quantizers take `method` (max /
+        percentile / mse / entropy, with e.g. percentile=99.99); max quantizers always use max."""
+        if method not in CALIB_METHODS:
+            raise QuantizerError(f"{self.name}: calibration method {method!r} is unknown; use one of {', '.join(CALIB_METHODS)}")
+        if self._calibrator is None:
+            raise QuantizerError(f"{self.name}: no statistics collected; call enable_calib() and run data first")
+        if isinstance(self._calibrator, MaxCalibrator):
+            amax = self._calibrator.compute_amax("max")
+        else:
+            amax = self._calibrator.compute_amax(method, num_bits=self.desc.num_bits, **kwargs)
+        if amax is None:
+            raise QuantizerError(
+                f"{self.name}: saw no data during calibration; make sure the calibration batches reach this layer"
+            )
+        self.set_amax(amax)
+        self._calibrator = None
+
+    def set_amax(self, amax: torch.Tensor | float) -> None:
+        amax = torch.as_tensor(amax, dtype=torch.float32).detach().to(self.amax.device)
+        if amax.shape != self.amax.shape:
+            raise QuantizerError(f"{self.name}: amax of shape {tuple(amax.shape)} given, expected {tuple(self.amax.shape)}")
+        if not torch.isfinite(amax).all():
+            raise QuantizerError(
+                f"{self.name}: amax is not finite ({amax.min().item()}..{amax.max().item()}); "
+                "the tensor saw inf/NaN values (masks must never be quantized)"
+            )
+        with torch.no_grad():
+            self.amax.copy_(amax.clamp(min=AMAX_FLOOR))
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode is QuantMode.DISABLED:
+            return x
+        if self.mode is QuantMode.CALIBRATE:
+            if not torch.isfinite(x).all():
+                raise QuantizerError(
+                    f"{self.name}: calibration input has inf/NaN values; this tensor cannot be quantized"
+                )
+            self._calibrator.collect(x)
+            return x
+        if not self.is_calibrated:
+            raise QuantizerError(
+                f"{self.name} has no amax: run qdqbert.calibrate(model, batches) first, or "
+                "qdqbert.quant.set_quantization(model, False) to run in floating point"
+            )
+        return fake_quant(x, self.amax, self.desc)
+
+    def extra_repr(self) -> str:
+        d = self.desc
+        axis = "per-tensor" if d.axis is None else f"axis={d.axis}"
+        if not self.is_calibrated:
+            amax = "uncalibrated"
+        elif self.amax.dim() == 0:
+            amax = f"amax={self.amax.item():.4f}"
+        else:
+            amax = f"amax=[{self.amax.min().item():.4f}, {self.amax.max().item():.4f}]({self.amax.numel()})"
+        return f"{d.num_bits}bit {'unsigned ' if d.unsigned else ''}{axis} {self.mode.value} {amax}"
+
+
+def fake_quant(x: torch.Tensor, amax: torch.Tensor, desc: QuantDescriptor) -> torch.Tensor:
+    """Quantize-dequantize with scale = amax / bound and zero point 0 (ONNX Q/DQ semantics)."""
+    qmin, qmax = desc.quant_range
+    dtype = x.dtype
+    x = x.float()  # fake-quant kernels and ONNX QuantizeLinear take float32
+    scale = amax / desc.bound
+    if desc.axis is None:
+        zero_point = torch.zeros((), dtype=torch.int32, device=x.device)
+        y = torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)
+    else:
+        zero_point = torch.zeros(scale.shape, dtype=torch.int32, device=x.device)
+        y = torch.fake_quantize_per_channel_affine(x, scale, zero_point, desc.axis % x.dim(), qmin, qmax)
+    return y.to(dtype)
