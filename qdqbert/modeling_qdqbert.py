@@ -250,10 +250,12 @@ class QDQBertAttention(nn.Module):
         if not heads:
             return
         attn = self.self
-        mask = torch.ones(attn.num_attention_heads, attn.attention_head_size)
-        for head in heads:
-            mask[head - sum(1 for h in self.pruned_heads if h < head)] = 0
-        index = torch.arange(mask.numel())[mask.view(-1).eq(1)]
+        # positions of the remaining heads, counted after the heads pruned earlier
+        drop = {head - sum(1 for h in self.pruned_heads if h < head) for head in heads}
+        size = attn.attention_head_size
+        index = torch.tensor(
+            [h * size + i for h in range(attn.num_attention_heads) if h not in drop for i in range(size)]
+        )
         attn.query = prune_quant_linear(attn.query, index, dim=0)
         attn.key = prune_quant_linear(attn.key, index, dim=0)
         attn.value = prune_quant_linear(attn.value, index, dim=0)

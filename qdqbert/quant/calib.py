@@ -117,8 +117,9 @@ def percentile_amax(hist: torch.Tensor, edges: torch.Tensor, percentile: float) 
     """Right edge of the bin where the cumulative count reaches `percentile` %."""
     if not 0 < percentile <= 100:
         raise QuantizerError(f"percentile={percentile}: use a value in (0, 100], e.g. 99.99")
-    cdf = torch.cumsum(hist, 0) / hist.sum()
-    idx = int(torch.searchsorted(cdf, torch.tensor([percentile / 100], dtype=cdf.dtype)).clamp(max=len(hist) - 1))
+    # compare counts, not fractions: 99.9 / 100 rounds above 0.999 and would skip a bin
+    target = torch.tensor([percentile / 100 * float(hist.sum()) * (1 - 1e-12)], dtype=hist.dtype)
+    idx = int(torch.searchsorted(torch.cumsum(hist, 0), target).clamp(max=len(hist) - 1))
     return float(edges[idx + 1])
 
 

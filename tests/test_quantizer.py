@@ -1,0 +1,109 @@
+"""TensorQuantizer, QuantDescriptor, QuantLinear: formula, states, gradients, state_dict."""
+
+import numpy as np
+import pytest
+import torch
+
+from qdqbert.errors import QuantizerError
+from qdqbert.quant import QuantDescriptor, QuantLinear, TensorQuantizer
+
+
+def onnx_qdq(x: np.ndarray, scale: np.ndarray, qmin: int, qmax: int, axis: int | None = None) -> np.ndarray:
+    """QuantizeLinear → DequantizeLinear as the ONNX spec writes it (round half to even, saturate)."""
+    if axis is not None:
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        scale = scale.reshape(shape)
+    q = np.clip(np.rint(x / scale), qmin, qmax)
+    return (q * scale).astype(np.float32)
+
+
+def test_per_tensor_matches_onnx_formula():
+    x = torch.randn(64, 33) * 3
+    q = TensorQuantizer(QuantDescriptor())
+    q.set_amax(4.0)
+    expected = onnx_qdq(x.numpy(), np.float32(4.0 / 127), -128, 127)
+    np.testing.assert_allclose(q(x).numpy(), expected, atol=1e-6)
+    # saturation: values beyond amax clip to 127*scale, and -128*scale on the negative side
+    assert q(torch.tensor([100.0])).item() == pytest.approx(4.0)
+    assert q(torch.tensor([-100.0])).item() == pytest.approx(-4.0 * 128 / 127)
+
+
+def test_per_channel_matches_onnx_formula():
+    w = torch.randn(8, 16)
+    q = TensorQuantizer(QuantDescriptor(axis=0, calib_method="max"), num_channels=8)
+    amax = w.abs().amax(1)
+    q.set_amax(amax)
+    expected = onnx_qdq(w.numpy(), (amax / 127).numpy(), -128, 127, axis=0)
+    np.testing.assert_allclose(q(w).numpy(), expected, atol=1e-6)
+
+
+def test_unsigned_and_narrow_range():
+    x = torch.rand(100) * 2
+    q = TensorQuantizer(QuantDescriptor(unsigned=True))
+    q.set_amax(2.0)
+    np.testing.assert_allclose(q(x).numpy(), onnx_qdq(x.numpy(), np.float32(2 / 255), 0, 255), atol=1e-6)
+    narrow = TensorQuantizer(QuantDescriptor(narrow_range=True))
+    narrow.set_amax(1.0)
+    assert narrow(torch.tensor([-5.0])).item() == pytest.approx(-1.0)
+
+
+def test_uncalibrated_quantizer_refuses_to_quantize():
+    q = TensorQuantizer()
+    q.name = "layer.0.input_quantizer"
+    with pytest.raises(QuantizerError, match="layer.0.input_quantizer has no amax"):
+        q(torch.randn(3))
+    q.disable()
+    x = torch.randn(3)
+    assert q(x) is x
+
+
+def test_calibrate_mode_passes_through_and_collects():
+    q = TensorQuantizer(QuantDescriptor(calib_method="max"))
+    q.enable_calib()
+    x = torch.tensor([0.5, -3.0, 2.0])
+    assert torch.equal(q(x), x)
+    q.load_calib_amax("max")
+    assert q.amax.item() == 3.0 and q.is_calibrated
+
+
+def test_calibration_rejects_non_finite_tensors():
+    q = TensorQuantizer()
+    q.enable_calib()
+    with pytest.raises(QuantizerError, match="inf/NaN"):
+        q(torch.tensor([1.0, float("-inf")]))
+
+
+def test_descriptor_validation():
+    with pytest.raises(QuantizerError, match="num_bits"):
+        QuantDescriptor(num_bits=16)
+    with pytest.raises(QuantizerError, match="unknown key"):
+        QuantDescriptor.from_dict({"num_bits": 8, "learn_amax": True})
+    assert QuantDescriptor.from_dict({"num_bits": 4, "axis": 0}).quant_range == (-8, 7)
+
+
+def test_zero_amax_is_floored_so_scales_stay_positive():
+    q = TensorQuantizer(QuantDescriptor(axis=0, calib_method="max"), num_channels=2)
+    q.set_amax(torch.tensor([0.0, 1.0]))
+    assert (q.amax > 0).all()
+
+
+def test_straight_through_gradient():
+    q = TensorQuantizer()
+    q.set_amax(1.0)
+    x = torch.tensor([0.3, -0.7, 5.0], requires_grad=True)
+    q(x).sum().backward()
+    # identity inside the range, zero where the value was clipped
+    assert x.grad.tolist() == [1.0, 1.0, 0.0]
+
+
+def test_quant_linear_state_dict_keeps_amax():
+    layer = QuantLinear(6, 4)
+    layer.input_quantizer.set_amax(2.5)
+    layer.weight_quantizer.set_amax(layer.weight.detach().abs().amax(1))
+    state = layer.state_dict()
+    assert {"weight", "bias", "input_quantizer.amax", "weight_quantizer.amax"} <= set(state)
+    other = QuantLinear(6, 4)
+    other.load_state_dict(state)
+    x = torch.randn(5, 6)
+    assert torch.equal(layer(x), other(x))
