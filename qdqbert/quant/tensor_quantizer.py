@@ -70,7 +70,9 @@ class TensorQuantizer(nn.Module):
         """Turn the collected statistics into amax. Histogram quantizers take `method` (max /
         percentile / mse / entropy, with e.g. percentile=99.99); max quantizers always use max."""
         if method not in CALIB_METHODS:
-            raise QuantizerError(f"{self.name}: calibration method {method!r} is unknown; use one of {', '.join(CALIB_METHODS)}")
+            raise QuantizerError(
+                f"{self.name}: calibration method {method!r} is unknown; use one of {', '.join(CALIB_METHODS)}"
+            )
         if self._calibrator is None:
             raise QuantizerError(f"{self.name}: no statistics collected; call enable_calib() and run data first")
         if isinstance(self._calibrator, MaxCalibrator):
@@ -87,7 +89,9 @@ class TensorQuantizer(nn.Module):
     def set_amax(self, amax: torch.Tensor | float) -> None:
         amax = torch.as_tensor(amax, dtype=torch.float32).detach().to(self.amax.device)
         if amax.shape != self.amax.shape:
-            raise QuantizerError(f"{self.name}: amax of shape {tuple(amax.shape)} given, expected {tuple(self.amax.shape)}")
+            raise QuantizerError(
+                f"{self.name}: amax of shape {tuple(amax.shape)} given, expected {tuple(self.amax.shape)}"
+            )
         if not torch.isfinite(amax).all():
             raise QuantizerError(
                 f"{self.name}: amax is not finite ({amax.min().item()}..{amax.max().item()}); "
