@@ -107,3 +107,20 @@ def test_quant_linear_state_dict_keeps_amax():
     other.load_state_dict(state)
     x = torch.randn(5, 6)
     assert torch.equal(layer(x), other(x))
+
+
+@pytest.mark.parametrize("axis", [None, 0])
+def test_export_op_equals_eager_kernel_with_gradient(axis):
+    """The custom op torch.export traces computes and differentiates exactly like the eager path."""
+    from qdqbert.quant.tensor_quantizer import _fake_quant_kernel, _fake_quant_op
+
+    scale = torch.rand(5) + 0.01 if axis == 0 else torch.tensor(0.02)
+    x = (torch.randn(5, 6) * 3).requires_grad_()
+    y = _fake_quant_op(x, scale, -1 if axis is None else axis, -128, 127)
+    y.sum().backward()
+    grad = x.grad.clone()
+    x.grad = None
+    want = _fake_quant_kernel(x, scale, -1 if axis is None else axis, -128, 127)
+    want.sum().backward()
+    assert torch.equal(y, want) and torch.equal(grad, x.grad)
+    assert 0 < grad.sum() < x.numel() or axis == 0

@@ -111,7 +111,8 @@ class TensorQuantizer(nn.Module):
                 )
             self._calibrator.collect(x)
             return x
-        if not self.is_calibrated:
+        # (export and compile trace the graph once; the exporter checks calibration up front)
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and not self.is_calibrated:
             raise QuantizerError(
                 f"{self.name} has no amax: run qdqbert.calibrate(model, batches) first, or "
                 "qdqbert.quant.set_quantization(model, False) to run in floating point"
@@ -134,12 +135,49 @@ def fake_quant(x: torch.Tensor, amax: torch.Tensor, desc: QuantDescriptor) -> to
     """Quantize-dequantize with scale = amax / bound and zero point 0 (ONNX Q/DQ semantics)."""
     qmin, qmax = desc.quant_range
     dtype = x.dtype
-    x = x.float()  # fake-quant kernels and ONNX QuantizeLinear take float32
+    if dtype != torch.float32:
+        x = x.float()  # fake-quant kernels (and QuantizeLinear before opset 19) take float32
     scale = amax / desc.bound
-    if desc.axis is None:
-        zero_point = torch.zeros((), dtype=torch.int32, device=x.device)
-        y = torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)
+    axis = -1 if desc.axis is None else desc.axis % x.dim()
+    if torch.compiler.is_compiling():
+        # torch.export / torch.compile: one opaque op that the dynamo ONNX exporter maps to Q/DQ
+        y = torch.ops.qdqbert.fake_quant(x, scale, axis, qmin, qmax)
     else:
-        zero_point = torch.zeros(scale.shape, dtype=torch.int32, device=x.device)
-        y = torch.fake_quantize_per_channel_affine(x, scale, zero_point, desc.axis % x.dim(), qmin, qmax)
-    return y.to(dtype)
+        y = _fake_quant_kernel(x, scale, axis, qmin, qmax)
+    return y if dtype == torch.float32 else y.to(dtype)
+
+
+def _fake_quant_kernel(x: torch.Tensor, scale: torch.Tensor, axis: int, qmin: int, qmax: int) -> torch.Tensor:
+    if axis < 0:
+        zero_point = torch.zeros((), dtype=torch.int32, device=x.device)
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)
+    zero_point = torch.zeros(scale.shape, dtype=torch.int32, device=x.device)
+    return torch.fake_quantize_per_channel_affine(x, scale, zero_point, axis, qmin, qmax)
+
+
+# The same computation as a custom op (axis -1 = per-tensor). PyTorch's own fake-quant ops trace to
+# `*_cachemask_tensor_qparams`, which torch.export cannot handle; this op traces as itself.
+@torch.library.custom_op("qdqbert::fake_quant", mutates_args=())
+def _fake_quant_op(x: torch.Tensor, scale: torch.Tensor, axis: int, qmin: int, qmax: int) -> torch.Tensor:
+    return _fake_quant_kernel(x, scale, axis, qmin, qmax)
+
+
+@_fake_quant_op.register_fake
+def _(x: torch.Tensor, scale: torch.Tensor, axis: int, qmin: int, qmax: int) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, scale, axis, qmin, qmax = inputs
+    if axis >= 0:
+        scale = scale.view([-1 if d == axis else 1 for d in range(x.dim())])
+    q = torch.round(x / scale)
+    ctx.save_for_backward((q >= qmin) & (q <= qmax))
+
+
+def _backward(ctx, grad):
+    (inside,) = ctx.saved_tensors
+    return grad * inside, None, None, None, None  # clipped straight-through estimator
+
+
+_fake_quant_op.register_autograd(_backward, setup_context=_setup_context)
