@@ -123,4 +123,5 @@ def test_export_op_equals_eager_kernel_with_gradient(axis):
     want = _fake_quant_kernel(x, scale, -1 if axis is None else axis, -128, 127)
     want.sum().backward()
     assert torch.equal(y, want) and torch.equal(grad, x.grad)
-    assert 0 < grad.sum() < x.numel() or axis == 0
+    if axis is None:
+        assert 0 < grad.sum() < x.numel()  # some values clipped: their gradient is zero

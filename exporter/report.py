@@ -1,0 +1,106 @@
+"""report.md and the short summary printed at the end of `build` / `check`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return "—" if value is None else str(value)
+
+
+def parity_rows(report: dict[str, Any]) -> list[tuple[str, str, str, dict]]:
+    """(backend, reference, output, metrics) for every comparison in the report."""
+    rows = []
+    for backend, entry in report.get("parity", {}).items():
+        for ref_key, ref_name in (("vs_fake_quant", "eager fake-quant"), ("vs_fp32", "eager FP32")):
+            result = entry.get(ref_key)
+            if not result:
+                continue
+            agreement = result["agreement"]
+            for output, metrics in result["outputs"].items():
+                rows.append((backend, ref_name, output, metrics | {"agreement": agreement}))
+    return rows
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    inputs, export = report["inputs"], report.get("export", {})
+    validation = export.get("validation", {})
+    lines = [
+        f"# qdqbert-trt build report: {inputs['task']}",
+        "",
+        f"- model: `{inputs['model']}`"
+        + ("" if report.get("head_trained", True) else " (task head untrained: random, seeded)"),
+        f"- precision: {inputs['precision']} (float parts {inputs['float_dtype']}), calibrator: "
+        f"{inputs['calibrator']}"
+        + (f" {inputs['percentile']}" if inputs["calibrator"] == "percentile" else "")
+        + f", calibration samples: {report.get('calibration', {}).get('samples', '—')}",
+        f"- exporter: {export.get('exporter')} opset {export.get('opset')}, ONNX {export.get('bytes', 0) / 1e6:.1f} MB",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items()),
+        "",
+        "## Graph validation",
+        "",
+        f"- QuantizeLinear / DequantizeLinear: {validation.get('quantize_linear')} / {validation.get('dequantize_linear')}",
+        f"- encoder MatMul/Gemm with both inputs quantized: {validation.get('encoder_matmuls_quantized')} of "
+        f"{validation.get('encoder_matmuls')}",
+        f"- residual Adds before LayerNorm with both inputs quantized: {validation.get('residual_adds_quantized')} of "
+        f"{validation.get('residual_adds')}",
+        f"- result: {'ok' if validation.get('ok') else str(len(validation.get('issues', []))) + ' issue(s)'}",
+    ]
+    for issue in validation.get("issues", [])[:20]:
+        lines.append(f"  - {issue}")
+    engine = report.get("engine", {})
+    lines += ["", "## Engine", ""]
+    if "skipped" in engine:
+        lines.append(f"- not built: {engine['skipped']}")
+    else:
+        lines += [f"- {k}: {_fmt(v)}" for k, v in engine.items()]
+    lines += ["", "## Parity", "", "| backend | reference | output | max abs | mean abs | cosine | agreement |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for backend, ref, output, m in parity_rows(report):
+        agreement = m["agreement"]
+        lines.append(f"| {backend} | {ref} | {output} | {_fmt(m.get('max_abs'))} | {_fmt(m.get('mean_abs'))} | "
+                     f"{_fmt(m.get('cosine'), 6)} | {agreement['metric']} {agreement['value']:.4f} |")  # fmt: skip
+    for backend, entry in report.get("parity", {}).items():
+        if "skipped" in entry or "error" in entry:
+            lines.append(f"\n- {backend}: {entry.get('skipped') or entry.get('error')}")
+    lines += ["", "## Latency", "", "| backend | shape | p50 ms | p90 ms | p99 ms | throughput /s | runs |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for backend, t in report.get("latency", {}).items():
+        lines.append(f"| {backend} | {t['shape']} | {t['p50_ms']:.2f} | {t['p90_ms']:.2f} | {t['p99_ms']:.2f} | "
+                     f"{t['throughput_per_s']:.1f} | {t['runs']} |")  # fmt: skip
+    lines += [
+        "",
+        f"Machine: {report.get('machine', {})}. CPU latencies are host-clock medians on a shared machine.",
+        "",
+    ]
+    if report.get("warnings"):
+        lines += ["## Warnings", ""] + [f"- {w}" for w in report["warnings"]] + [""]
+    return "\n".join(lines)
+
+
+def summary(report: dict[str, Any], out: str) -> str:
+    """A few lines for the terminal."""
+    validation = report.get("export", {}).get("validation", {})
+    lines = [f"built {report['inputs']['task']} ({report['inputs']['precision']}) → {out}/"]
+    lines.append(
+        f"  graph: {validation.get('quantize_linear', 0)} Q/DQ pairs, encoder matmuls quantized "
+        f"{validation.get('encoder_matmuls_quantized')}/{validation.get('encoder_matmuls')}, "
+        + ("valid" if validation.get("ok") else f"{len(validation.get('issues', []))} validation issue(s)")
+    )
+    engine = report.get("engine", {})
+    lines.append(f"  engine: {engine['skipped']}" if "skipped" in engine else
+                 f"  engine: {engine['flavor']} {engine['library_version']}, {engine['plan_bytes'] / 1e6:.1f} MB, "
+                 f"built in {engine['build_seconds']:.1f} s")  # fmt: skip
+    for backend, ref, output, m in parity_rows(report):
+        if ref == "eager fake-quant" or backend == "eager-fake-quant":
+            a = m["agreement"]
+            lines.append(f"  {backend} vs {ref} [{output}]: max abs {_fmt(m['max_abs'], 3)}, "
+                         f"cosine {m['cosine']:.5f}, {a['metric']} agreement {a['value']:.3f}")  # fmt: skip
+    fastest = sorted(report.get("latency", {}).items(), key=lambda kv: kv[1]["p50_ms"])
+    if fastest:
+        lines.append("  latency p50: " + ", ".join(f"{k} {v['p50_ms']:.1f} ms" for k, v in fastest))
+    lines.append(f"  report: {out}/report.md")
+    return "\n".join(lines)
