@@ -256,6 +256,9 @@ def check(loaded: Loaded, config: BuildConfig, onnx_path: Path, samples, engine_
     latency["eager-fp32"] = _latency(lambda: fp32_ref.run(opt_batch), opt_batch, config)
     for name, q in quantizers(model).items():
         q.mode = state[name]
+    if config.precision == "int8":
+        perturbed = _run_perturbed(model, quant_ref, batches)
+        parity[NOISE_FLOOR] = {"vs_fake_quant": compare(reference, perturbed, task.agreement, mask)}
     latency["eager-fake-quant"] = _latency(lambda: quant_ref.run(opt_batch), opt_batch, config)
 
     for level in ("basic", "all"):
@@ -276,6 +279,32 @@ def check(loaded: Loaded, config: BuildConfig, onnx_path: Path, samples, engine_
     if engine_meta is not None:
         parity["tensorrt"] = {"skipped": _engine_run_skip_reason(engine_meta)}
     return parity, latency
+
+
+NOISE_FLOOR = "noise-floor"
+PERTURBATION = 1e-6
+
+
+def _run_perturbed(model: torch.nn.Module, runner: EagerRunner, batches) -> dict[str, np.ndarray]:
+    """The fake-quant model's own sensitivity: outputs when every quantizer's input carries relative
+    noise of 1e-6 (seeded), about the float error another library's kernels make in each op.
+
+    A quantized network is discontinuous: such noise moves some values across a rounding boundary,
+    and each flip moves a tensor by a whole quantization step, which later layers amplify. Another
+    runtime's INT8 outputs can only be judged against this floor, not against 1e-6."""
+    generator = torch.Generator().manual_seed(0)
+
+    def jitter(_module, args):
+        (x,) = args
+        noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+        return (x * (1 + PERTURBATION * noise),)
+
+    hooks = [q.register_forward_pre_hook(jitter) for q in quantizers(model).values() if q.mode is QuantMode.QUANTIZE]
+    try:
+        return _run_all(runner, batches)
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def _engine_run_skip_reason(meta: dict) -> str:

@@ -63,6 +63,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         agreement = m["agreement"]
         lines.append(f"| {backend} | {ref} | {output} | {_fmt(m.get('max_abs'))} | {_fmt(m.get('mean_abs'))} | "
                      f"{_fmt(m.get('cosine'), 6)} | {agreement['metric']} {agreement['value']:.4f} |")  # fmt: skip
+    if "noise-floor" in report.get("parity", {}):
+        lines.append(
+            "\n`noise-floor`: the eager fake-quant model against itself with relative noise of 1e-6 on every "
+            "quantizer input (about the float error of another library's kernels). Quantization turns such noise "
+            "into whole quantization steps, so any other INT8 runtime (ONNX Runtime, TensorRT) can only be "
+            "expected to match eager fake-quant to about this floor."
+        )
     for backend, entry in report.get("parity", {}).items():
         if "skipped" in entry or "error" in entry:
             lines.append(f"\n- {backend}: {entry.get('skipped') or entry.get('error')}")
