@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(export)
     _add_export(export)
     export.add_argument("--out", required=True, help="output directory (model.onnx, quant.json, validation.json)")
-    export.add_argument("--seq-len", type=int, default=128, help="example sequence length (default 128)")
+    export.add_argument("--seq-len", type=int, default=16, help="length of the tracing example; the graph's "
+                        "sequence axis stays dynamic (default 16)")  # fmt: skip
     _add_common(export)
     export.set_defaults(run=_cmd_export)
 

@@ -170,19 +170,25 @@ def engine_flavor(backend: str) -> str | None:
     return None
 
 
-def prepare_quantizers(loaded: Loaded, config: BuildConfig, samples) -> dict[str, Any]:
-    """Set the precision: int8 calibrates (minus --skip-quant patterns); fp16/fp32 turn quantization off."""
+def skipped_quantizers(model: torch.nn.Module, patterns: list[str]) -> list[str]:
+    """Quantizer names matching the --skip-quant globs; a glob that matches nothing is an error."""
     import fnmatch
 
+    names = list(quantizers(model))
+    for pattern in patterns:
+        if not any(fnmatch.fnmatch(n, pattern) for n in names):
+            raise UsageError(f"--skip-quant {pattern!r} matches no quantizer (see quant.json for names)")
+    return sorted(n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns))
+
+
+def prepare_quantizers(loaded: Loaded, config: BuildConfig, samples) -> dict[str, Any]:
+    """Set the precision: int8 calibrates (minus --skip-quant patterns); fp16/fp32 turn quantization off."""
     model = loaded.model
     if config.precision != "int8":
         set_quantization(model, False)
         return {"method": None, "skipped": "precision " + config.precision}
     qs = quantizers(model)
-    skipped = sorted(n for n in qs if any(fnmatch.fnmatch(n, p) for p in config.skip_quant))
-    for pattern in config.skip_quant:
-        if not any(fnmatch.fnmatch(n, pattern) for n in qs):
-            raise UsageError(f"--skip-quant {pattern!r} matches no quantizer (see quant.json for names)")
+    skipped = skipped_quantizers(model, config.skip_quant)
     for name in skipped:
         qs[name].disable()
     encoded = data_mod.encode(samples, loaded.tokenizer, loaded.task, config.seq_len)
@@ -352,9 +358,9 @@ def build(config: BuildConfig, warn: Callable[[str], None], log: Callable[[str],
     loaded = load(config, note)
     calib_samples = data_mod.select(samples_all, config.num_calib, "--num-calib", note)
     eval_samples = data_mod.select(samples_all, config.num_eval, "--num-eval", note)
+    skipped_quantizers(loaded.model, config.skip_quant)
     out = config.out_dir
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-staging-"))
+    stage = _stage_dir(out)
     report: dict[str, Any] = {"inputs": asdict(config) | {"model": str(config.model_dir)}, "versions": versions(),
                               "machine": machine(), "warnings": warnings}  # fmt: skip
     try:
@@ -411,8 +417,23 @@ def build(config: BuildConfig, warn: Callable[[str], None], log: Callable[[str],
             elif (out / name).exists() and name in ("model.plan", "engine.json", "model.onnx.data"):
                 (out / name).unlink()  # a stale engine from an earlier build would not match this model
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        _discard(stage, out)
     return report
+
+
+def _stage_dir(out: Path) -> Path:
+    """A fresh staging directory beside `out` (its parent is created if needed)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; pass a directory (it is created if missing)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-staging-"))
+
+
+def _discard(stage: Path, out: Path) -> None:
+    """Remove the staging directory, and the parent of `out` when the build created it empty."""
+    shutil.rmtree(stage, ignore_errors=True)
+    if not out.exists() and out.parent.exists() and not any(out.parent.iterdir()):
+        out.parent.rmdir()
 
 
 def _profile_shape(task: Task, batch: tuple[int, int, int], seq: tuple[int, int, int]):
@@ -453,13 +474,6 @@ def recheck(out: Path, warn: Callable[[str], None], log: Callable[[str], None]) 
     return report
 
 
-def _stage_dir(out: Path) -> Path:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; pass a directory (it is created if missing)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-staging-"))
-
-
 def _publish(stage: Path, out: Path) -> None:
     """Move every staged file into `out` (created if missing)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -496,7 +510,7 @@ def calibrate_checkpoint(args, warn: Callable[[str], None], log: Callable[[str],
             write_atomic(stage / "quant.json", quant_json(loaded.model, calibration))
             _publish(stage, out)
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            _discard(stage, out)
     return out
 
 
@@ -527,5 +541,5 @@ def export_checkpoint(args, warn: Callable[[str], None], log: Callable[[str], No
         write_atomic(stage / "validation.json", (json.dumps(validation, indent=1) + "\n").encode())
         _publish(stage, config.out_dir)
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        _discard(stage, config.out_dir)
     return validation

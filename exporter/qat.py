@@ -5,7 +5,6 @@ FP32 model (NVIDIA's best BERT INT8 recipe: QAT + distillation). Saves a QDQBERT
 from __future__ import annotations
 
 import copy
-import shutil
 from typing import Any
 
 import torch
@@ -150,7 +149,16 @@ def _distill_loss(student, teacher, task: Task, temperature: float) -> torch.Ten
 
 
 def run_qat(args, warn, log):
-    from .pipeline import BuildConfig, _publish, _stage_dir, load, prepare_quantizers, quant_json, validate_config
+    from .pipeline import (
+        BuildConfig,
+        _discard,
+        _publish,
+        _stage_dir,
+        load,
+        prepare_quantizers,
+        quant_json,
+        validate_config,
+    )
 
     if not 0 <= args.alpha <= 1:
         raise UsageError(f"--alpha {args.alpha}: use a weight between 0 and 1")
@@ -214,7 +222,7 @@ def run_qat(args, warn, log):
             (stage / "qat.json").write_text(_history_json(history, args))
             _publish(stage, config.out_dir)
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            _discard(stage, config.out_dir)
     return config.out_dir
 
 

@@ -1,0 +1,191 @@
+"""`python -m exporter`: build for every task, both exporters, determinism, check, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+import qdqbert
+from exporter.cli import main
+from exporter.tasks import TASKS
+from tests.conftest import tiny_config
+
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'qdqbert-trt[onnx]')")
+
+FAST = ["--num-calib", "8", "--num-eval", "8", "--latency-iters", "1", "--seq-len", "32", "--batch", "1,4,8"]
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, minilm_dir) -> Path:
+    """A tiny random BERT checkpoint with the real MiniLM tokenizer beside it."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(**tiny_config(vocab_size=30522).to_dict() | {"model_type": "bert"})
+    transformers.BertForPreTraining(config).save_pretrained(path)
+    transformers.AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(path)
+    return path
+
+
+def _build(out: Path, *args: str) -> dict:
+    assert main(["build", "--out", str(out), *FAST, *args]) == 0
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_build_every_task_on_tiny_model(task, tiny_dir, tmp_path):
+    report = _build(tmp_path / task, "--task", task, "--model", str(tiny_dir))
+    for name in ("model.onnx", "quant.json", "report.json", "report.md"):
+        assert (tmp_path / task / name).is_file()
+    validation = report["export"]["validation"]
+    assert validation["ok"], validation["issues"]
+    assert validation["quantize_linear"] == validation["dequantize_linear"] == 2 * 20
+    assert validation["encoder_matmuls_quantized"] == validation["encoder_matmuls"] == 2 * 8
+    basic = report["parity"]["onnxruntime-cpu-basic"]["vs_fake_quant"]
+    for output, metrics in basic["outputs"].items():
+        assert metrics["max_abs"] < 1e-2, (task, output, metrics)
+    assert basic["agreement"]["value"] >= 0.95
+    assert set(report["latency"]) >= {"eager-fp32", "eager-fake-quant", "onnxruntime-cpu-basic", "onnxruntime-cpu-all"}
+
+
+def test_fp32_export_matches_fp32_model(tiny_dir, tmp_path):
+    report = _build(tmp_path / "fp32", "--task", "qa", "--model", str(tiny_dir), "--precision", "fp32")
+    assert report["export"]["validation"]["quantize_linear"] == 0
+    for metrics in report["parity"]["onnxruntime-cpu-basic"]["vs_fp32"]["outputs"].values():
+        assert metrics["max_abs"] < 1e-4
+
+
+def test_dynamo_exporter(tiny_dir, tmp_path):
+    report = _build(tmp_path / "dyn", "--task", "qa", "--model", str(tiny_dir), "--exporter", "dynamo")
+    assert report["export"]["opset"] == 18 and report["export"]["validation"]["ok"]
+    for metrics in report["parity"]["onnxruntime-cpu-basic"]["vs_fake_quant"]["outputs"].values():
+        assert metrics["max_abs"] < 1e-2
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_same_command_twice_gives_identical_files(exporter, tiny_dir, tmp_path):
+    args = [
+        "--task",
+        "sequence-classification",
+        "--model",
+        str(tiny_dir),
+        "--exporter",
+        exporter,
+        "--backend",
+        "onnxruntime",
+    ]
+    _build(tmp_path / "a", *args)
+    _build(tmp_path / "b", *args)
+    for name in ("model.onnx", "quant.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", list(TASKS))
+def test_build_every_task_on_embedded_checkpoint(task, tmp_path):
+    report = _build(tmp_path / task, "--task", task, "--backend", "onnxruntime")
+    assert report["export"]["validation"]["ok"]
+    assert report["export"]["validation"]["quantize_linear"] == 6 * 20
+    floor = report["parity"]["noise-floor"]["vs_fake_quant"]
+    ort = report["parity"]["onnxruntime-cpu-basic"]["vs_fake_quant"]
+    # ONNX Runtime differs from eager fake-quant by about the model's own rounding-flip noise, no more
+    for name, metrics in ort["outputs"].items():
+        assert 1 - metrics["cosine"] <= 3 * (1 - floor["outputs"][name]["cosine"]) + 1e-4, (task, name)
+
+
+@pytest.mark.slow
+def test_fp32_export_of_real_minilm_matches(tmp_path):
+    report = _build(tmp_path / "fp32", "--task", "qa", "--precision", "fp32", "--backend", "onnxruntime")
+    result = report["parity"]["onnxruntime-cpu-basic"]["vs_fp32"]
+    assert all(m["max_abs"] < 1e-4 for m in result["outputs"].values())
+    assert result["agreement"]["value"] == 1.0
+
+
+def test_check_reruns_parity(tiny_dir, tmp_path):
+    out = tmp_path / "qa"
+    first = _build(out, "--task", "qa", "--model", str(tiny_dir), "--backend", "onnxruntime")
+    assert main(["check", "--out", str(out)]) == 0
+    second = json.loads((out / "report.json").read_text())
+    a = first["parity"]["onnxruntime-cpu-basic"]["vs_fake_quant"]["outputs"]["start_logits"]
+    b = second["parity"]["onnxruntime-cpu-basic"]["vs_fake_quant"]["outputs"]["start_logits"]
+    assert a["max_abs"] == pytest.approx(b["max_abs"], abs=1e-7)  # same model, same amax, same data
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--task", "qa", "--model", "missing-dir"], "does not exist"),
+        (["--task", "summarize"], "unknown task 'summarize'"),
+        (["--task", "qa", "--calib-data", "empty.txt"], "holds no samples"),
+        (["--task", "qa", "--calib-data", "binary.txt"], "not readable UTF-8"),
+        (["--task", "qa", "--calib-data", "bad.jsonl"], "not valid JSONL"),
+        (["--task", "qa", "--seq-len", "4096"], "exceeds the model's max_position_embeddings (512)"),
+        (["--task", "qa", "--out", "a-file"], "is a file"),
+        (["--task", "qa", "--model", "not-bert"], "is not BERT"),
+        (["--task", "qa", "--backend", "tensorrt"], "--backend tensorrt is not installed"),
+        (["--task", "qa", "--skip-quant", "nothing*"], "matches no quantizer"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(args, expected, tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00bad")
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{broken\n')
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "not-bert").mkdir()
+    (tmp_path / "not-bert" / "config.json").write_text('{"model_type": "t5"}')
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = _cli("build", *FAST, *args, cwd=tmp_path)
+    if "--out" not in args:
+        assert not (tmp_path / "build").exists()
+    _assert_one_line_error(result, expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no staging leftovers either
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    result = _cli("build", "--task", "qa", "--model", "missing", "--verbose", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" in result.stderr
+
+
+def test_fewer_samples_than_num_calib_warns_and_uses_all(tiny_dir, tmp_path):
+    data = tmp_path / "five.txt"
+    data.write_text("\n".join(f"Sentence number {i} is about a quiet harbour town." for i in range(5)))
+    result = _cli("build", "--task", "qa", "--model", str(tiny_dir), "--calib-data", str(data), "--out",
+                  str(tmp_path / "out"), *FAST, "--num-calib", "50", "--backend", "onnxruntime", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "asked for 50 samples but the data holds 5; using all 5" in result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["calibration"]["samples"] == 5
+
+
+def test_calibrate_then_export(tiny_dir, tmp_path):
+    assert main(["calibrate", "--task", "qa", "--model", str(tiny_dir), "--out", str(tmp_path / "cal"),
+                 "--num-calib", "8", "--seq-len", "32"]) == 0  # fmt: skip
+    model = qdqbert.QDQBertForQuestionAnswering.from_pretrained(tmp_path / "cal")
+    assert all(q.is_calibrated for q in qdqbert.quantizers(model).values())
+    assert main(["export", "--task", "qa", "--model", str(tmp_path / "cal"), "--out", str(tmp_path / "onnx"),
+                 "--exporter", "dynamo", "--strict"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "onnx" / "validation.json").read_text())["ok"]
+
+
+def test_export_refuses_an_uncalibrated_checkpoint(tiny_dir, tmp_path):
+    result = _cli("export", "--task", "qa", "--model", str(tiny_dir), "--out", str(tmp_path / "x"), cwd=tmp_path)
+    _assert_one_line_error(result, "is not calibrated")
+    assert not (tmp_path / "x").exists()
