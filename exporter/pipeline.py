@@ -6,6 +6,7 @@ the whole pipeline succeeded, so a failure leaves nothing half-written in `--out
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -501,6 +502,9 @@ def calibrate_checkpoint(args, warn: Callable[[str], None], log: Callable[[str],
         + (f", rank {rank} of {world})" if world > 1 else ")")
     )
     calibration = prepare_quantizers(loaded, config, shard(samples, rank, world))
+    if world > 1:
+        digest = hashlib.sha256(quant_json(loaded.model, calibration)).hexdigest()[:16]
+        log(f"rank {rank}/{world}: calibration digest {digest}")  # equal on every rank after the reduce
     out = config.out_dir
     if rank == 0:
         stage = _stage_dir(out)

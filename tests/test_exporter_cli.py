@@ -189,3 +189,54 @@ def test_export_refuses_an_uncalibrated_checkpoint(tiny_dir, tmp_path):
     result = _cli("export", "--task", "qa", "--model", str(tiny_dir), "--out", str(tmp_path / "x"), cwd=tmp_path)
     _assert_one_line_error(result, "is not calibrated")
     assert not (tmp_path / "x").exists()
+
+
+def _squad(path: Path) -> None:
+    context = "The lighthouse keeper climbed the stairs at dusk. The harbour lay to the west of the town."
+    qas = [
+        {"id": "1", "question": "Who climbed the stairs?", "answers": [{"text": "The lighthouse keeper", "answer_start": 0}]},
+        {"id": "2", "question": "When did he climb?", "answers": [{"text": "dusk", "answer_start": context.index("dusk")}]},
+        {"id": "3", "question": "Where was the harbour?", "answers": [{"text": "to the west of the town",
+                                                                     "answer_start": context.index("to the west")}]},
+    ]  # fmt: skip
+    path.write_text(json.dumps({"data": [{"paragraphs": [{"context": context, "qas": qas}]}]}))
+
+
+@pytest.mark.parametrize("distill", [False, True])
+def test_qat_fine_tunes_and_build_accepts_the_result(distill, tiny_dir, tmp_path):
+    _squad(tmp_path / "train.json")
+    args = ["qat", "--task", "qa", "--model", str(tiny_dir), "--train-data", str(tmp_path / "train.json"),
+            "--out", str(tmp_path / "qat"), "--epochs", "30", "--lr", "3e-3", "--batch-size", "3",
+            "--num-calib", "8", "--seq-len", "48"] + (["--distill"] if distill else [])  # fmt: skip
+    assert main(args) == 0
+    history = json.loads((tmp_path / "qat" / "qat.json").read_text())["loss"]
+    # the distillation term (to an FP32 teacher with its own random head) cannot reach zero
+    assert len(history) == 30 and history[-1] < (0.8 if distill else 0.5) * history[0]
+    model = qdqbert.QDQBertForQuestionAnswering.from_pretrained(tmp_path / "qat")
+    assert all(q.is_calibrated for q in qdqbert.quantizers(model).values())
+    report = _build(tmp_path / "out", "--task", "qa", "--model", str(tmp_path / "qat"), "--backend", "onnxruntime")
+    assert report["head_trained"] and report["export"]["validation"]["ok"]
+
+
+def test_qat_refuses_unlabelled_data(tiny_dir, tmp_path):
+    (tmp_path / "plain.txt").write_text("just a sentence\n")
+    result = _cli("qat", "--task", "sequence-classification", "--model", str(tiny_dir), "--train-data",
+                  str(tmp_path / "plain.txt"), "--out", str(tmp_path / "q"), "--num-calib", "4", "--seq-len", "32",
+                  cwd=tmp_path)  # fmt: skip
+    _assert_one_line_error(result, "needs a label on every sample")
+    assert not (tmp_path / "q").exists()
+
+
+def test_torchrun_calibration_agrees_across_ranks(tiny_dir, tmp_path):
+    """Two gloo processes calibrate disjoint shards; the reduced amax is identical on both ranks."""
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+         "-m", "exporter", "calibrate", "--task", "qa", "--model", str(tiny_dir), "--out", str(tmp_path / "cal"),
+         "--num-calib", "16", "--seq-len", "32"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    digests = {line.split("digest ")[1] for line in result.stderr.splitlines() if "calibration digest" in line}
+    ranks = [line for line in result.stderr.splitlines() if "calibration digest" in line]
+    assert len(ranks) == 2 and len(digests) == 1, result.stderr[-2000:]
+    assert (tmp_path / "cal" / "quant.json").is_file()
