@@ -125,3 +125,31 @@ def test_export_op_equals_eager_kernel_with_gradient(axis):
     assert torch.equal(y, want) and torch.equal(grad, x.grad)
     if axis is None:
         assert 0 < grad.sum() < x.numel()  # some values clipped: their gradient is zero
+
+
+@pytest.mark.parametrize("axis", [None, 0])
+def test_inference_path_is_bit_identical_to_pytorch_kernel(axis):
+    from qdqbert.quant.tensor_quantizer import _fake_quant_inference, _fake_quant_kernel
+
+    scale = torch.rand(64) + 0.01 if axis == 0 else torch.tensor(0.0173)
+    x = torch.randn(64, 1000) * 3
+    x[0, :10] = scale.flatten()[0] * (torch.arange(10) + 0.5)  # exact ties: round half to even
+    a = _fake_quant_kernel(x, scale, -1 if axis is None else 0, -128, 127)
+    b = _fake_quant_inference(x, scale, -1 if axis is None else 0, -128, 127)
+    assert torch.equal(a, b)
+
+
+def test_quant_linear_weight_cache_follows_weight_and_amax():
+    layer = QuantLinear(8, 4)
+    layer.input_quantizer.set_amax(4.0)
+    layer.weight_quantizer.set_amax(layer.weight.detach().abs().amax(1))
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        first = layer(x)
+        layer.weight.mul_(0.5)  # an in-place update (an optimizer step) must invalidate the cache
+        second = layer(x)
+        layer.weight_quantizer.set_amax(layer.weight.abs().amax(1))
+        third = layer(x)
+    assert not torch.equal(first, second) and not torch.equal(second, third)
+    expected = torch.nn.functional.linear(layer.input_quantizer(x), layer.weight_quantizer(layer.weight), layer.bias)
+    assert torch.equal(third, expected)

@@ -142,6 +142,8 @@ def fake_quant(x: torch.Tensor, amax: torch.Tensor, desc: QuantDescriptor) -> to
     if torch.compiler.is_compiling():
         # torch.export / torch.compile: one opaque op that the dynamo ONNX exporter maps to Q/DQ
         y = torch.ops.qdqbert.fake_quant(x, scale, axis, qmin, qmax)
+    elif not torch.jit.is_tracing() and not (torch.is_grad_enabled() and x.requires_grad):
+        y = _fake_quant_inference(x, scale, axis, qmin, qmax)
     else:
         y = _fake_quant_kernel(x, scale, axis, qmin, qmax)
     return y if dtype == torch.float32 else y.to(dtype)
@@ -153,6 +155,15 @@ def _fake_quant_kernel(x: torch.Tensor, scale: torch.Tensor, axis: int, qmin: in
         return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)
     zero_point = torch.zeros(scale.shape, dtype=torch.int32, device=x.device)
     return torch.fake_quantize_per_channel_affine(x, scale, zero_point, axis, qmin, qmax)
+
+
+def _fake_quant_inference(x: torch.Tensor, scale: torch.Tensor, axis: int, qmin: int, qmax: int) -> torch.Tensor:
+    """Bit-identical to PyTorch's fake-quant kernel (x · (1/scale), round half to even, clamp,
+    · scale) without the gradient mask it also computes: ~10x faster on CPU when no grad is needed."""
+    if axis >= 0:
+        scale = scale.view([-1 if d == axis else 1 for d in range(x.dim())])
+    y = x * (1.0 / scale)
+    return y.round_().clamp_(qmin, qmax).mul_(scale)
 
 
 # The same computation as a custom op (axis -1 = per-tensor). PyTorch's own fake-quant ops trace to
