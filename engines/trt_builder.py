@@ -8,6 +8,7 @@ FP16 tensors for FP16): no INT8/FP16 builder flags. TensorRT-RTX builds on a mac
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import time
@@ -145,6 +146,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, profiles: list[Pr
         "library_version": trt.__version__,
         "plan": plan_path.name,
         "plan_bytes": serialized.nbytes,
+        "plan_sha256": hashlib.sha256(memoryview(serialized)).hexdigest(),
         "onnx": onnx_path.name,
         "onnx_sha256": sha256_file(onnx_path),
         "build_seconds": round(seconds, 3),

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--latency-iters", type=int, default=20, help="timed runs per backend (default 20)")
     group.add_argument("--compute-capability", action="append", dest="compute_capabilities", metavar="X.Y",
                        help="TensorRT-RTX target GPU(s), e.g. 8.9 (repeatable; default: the library's)")  # fmt: skip
+    group.add_argument(
+        "--triton-repo", metavar="DIR", help="also write a Triton Inference Server model repository entry"
+    )
     _add_common(build)
     build.set_defaults(run=_cmd_build)
 
@@ -131,6 +134,7 @@ def _cmd_build(args: argparse.Namespace, log: Callable, warn: Callable) -> int:
         min_seq_len=args.min_seq_len, batch=args.batch, precision=args.precision, float_dtype=args.float_dtype,
         backend=args.backend, exporter=args.exporter, opset=args.opset, seed=args.seed, strict=args.strict,
         skip_quant=args.skip_quant, latency_iters=args.latency_iters, compute_capabilities=args.compute_capabilities,
+        triton_repo=args.triton_repo,
     )  # fmt: skip
     report = build(config, warn, log)
     print(summary(report, str(config.out_dir)))

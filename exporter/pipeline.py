@@ -72,6 +72,7 @@ class BuildConfig:
     skip_quant: list[str] = field(default_factory=list)
     latency_iters: int = 20
     compute_capabilities: list[str] | None = None
+    triton_repo: str | None = None
 
     @property
     def out_dir(self) -> Path:
@@ -284,8 +285,31 @@ def check(loaded: Loaded, config: BuildConfig, onnx_path: Path, samples, engine_
             }
             latency[runner.name] = _latency(lambda r=runner: r.run(opt_batch), opt_batch, config)
     if engine_meta is not None:
-        parity["tensorrt"] = {"skipped": _engine_run_skip_reason(engine_meta)}
+        _check_engine(onnx_path.with_name("model.plan"), batches, reference, fp32, task, mask, parity, latency)
     return parity, latency
+
+
+def _check_engine(plan: Path, batches, reference, fp32, task: Task, mask, parity: dict, latency: dict) -> None:
+    """Parity and CUDA-event latency of the engine, where this machine can run it."""
+    from engines import measure_cuda
+    from engines.trt_runner import TensorRTRunner
+
+    try:
+        runner = TensorRTRunner(plan)
+    except EngineError as exc:
+        parity["tensorrt"] = {"skipped": str(exc)}
+        return
+    with runner:
+        outputs = _run_all(runner, batches)
+        parity[runner.name] = {
+            "settings": runner.describe(),
+            "vs_fake_quant": compare(reference, outputs, task.agreement, mask),
+            "vs_fp32": compare(fp32, outputs, task.agreement, mask),
+        }
+        feed = {k: v.to(runner.device) for k, v in batches[0].items()}
+        with torch.cuda.stream(runner.stream):  # events on the stream the engine runs on
+            timing = measure_cuda(lambda: runner.run_torch(feed), batch=len(batches[0]["input_ids"]))
+        latency[runner.name] = timing | {"shape": list(batches[0]["input_ids"].shape)}
 
 
 NOISE_FLOOR = "noise-floor"
@@ -312,12 +336,6 @@ def _run_perturbed(model: torch.nn.Module, runner: EagerRunner, batches) -> dict
     finally:
         for hook in hooks:
             hook.remove()
-
-
-def _engine_run_skip_reason(meta: dict) -> str:
-    if not torch.cuda.is_available():
-        return f"{meta['flavor']} engine built ahead of time on a machine without a GPU; run `check` on a GPU to measure it"
-    return f"{meta['flavor']} engine runtime check needs the engines runtime on a supported GPU"
 
 
 def _latency(fn: Callable[[], Any], batch: dict[str, torch.Tensor], config: BuildConfig) -> dict[str, Any]:
@@ -419,6 +437,14 @@ def build(config: BuildConfig, warn: Callable[[str], None], log: Callable[[str],
                 (out / name).unlink()  # a stale engine from an earlier build would not match this model
     finally:
         _discard(stage, out)
+    if config.triton_repo:
+        from engines.triton import write_triton_repo
+
+        plan = out / "model.plan"
+        model_dir = write_triton_repo(config.triton_repo, f"qdqbert_{loaded.task.name.replace('-', '_')}",
+                                      out / "model.onnx", plan if plan.exists() else None,
+                                      max_batch_size=config.batch[2], preferred_batch=config.batch[1])  # fmt: skip
+        log(f"Triton model repository entry → {model_dir}")
     return report
 
 
