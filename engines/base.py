@@ -28,14 +28,16 @@ class Runner(ABC):
     its memory (sessions, device buffers) deterministically."""
 
     name: str = "runner"
+    _inputs: list[TensorSpec]  # set by each backend when it loads
+    _outputs: list[TensorSpec]
 
     @property
-    @abstractmethod
-    def inputs(self) -> list[TensorSpec]: ...
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
 
     @property
-    @abstractmethod
-    def outputs(self) -> list[TensorSpec]: ...
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
 
     @abstractmethod
     def run(self, feed: dict[str, Any]) -> dict[str, np.ndarray]: ...

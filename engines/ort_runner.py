@@ -81,14 +81,6 @@ class OnnxRuntimeRunner(Runner):
         ]
         self._version = ort.__version__
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
     def run(self, feed: dict[str, Any]) -> dict[str, np.ndarray]:
         feed = {k: (v.cpu().numpy() if hasattr(v, "cpu") else np.asarray(v)) for k, v in feed.items()}
         self.check_feed(feed)

@@ -34,14 +34,6 @@ class EagerRunner(Runner):
         self._inputs = [TensorSpec(n, "int64", ("batch", "sequence")) for n in input_names]
         self._outputs = [TensorSpec(n, "float32", ()) for n in output_names]
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
     @torch.inference_mode()
     def run(self, feed: dict[str, Any]) -> dict[str, np.ndarray]:
         tensors = {k: torch.as_tensor(v).to(self.device) for k, v in feed.items()}

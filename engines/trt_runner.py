@@ -90,14 +90,6 @@ class TensorRTRunner(Runner):
         dtype = str(self.engine.get_tensor_dtype(name)).split(".")[-1].lower()
         return TensorSpec(name, _TORCH_DTYPES.get(dtype, dtype), tuple(self.engine.get_tensor_shape(name)))
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
     def _profile_for(self, shapes: dict[str, tuple[int, ...]]) -> int:
         ranges = []
         for index in range(self.engine.num_optimization_profiles):

@@ -277,16 +277,21 @@ def check(loaded: Loaded, config: BuildConfig, onnx_path: Path, samples, engine_
             parity[f"onnxruntime-cpu-{level}"] = {"error": str(exc)}
             continue
         with runner:
-            outputs = _run_all(runner, batches)
-            parity[runner.name] = {
-                "settings": runner.describe(),
-                "vs_fake_quant": compare(reference, outputs, task.agreement, mask),
-                "vs_fp32": compare(fp32, outputs, task.agreement, mask),
-            }
+            parity[runner.name] = _backend_parity(runner, batches, reference, fp32, task, mask)
             latency[runner.name] = _latency(lambda r=runner: r.run(opt_batch), opt_batch, config)
     if engine_meta is not None:
         _check_engine(onnx_path.with_name("model.plan"), batches, reference, fp32, task, mask, parity, latency)
     return parity, latency
+
+
+def _backend_parity(runner, batches, reference, fp32, task: Task, mask) -> dict[str, Any]:
+    """A backend's settings and its distance to eager fake-quant and to eager FP32."""
+    outputs = _run_all(runner, batches)
+    return {
+        "settings": runner.describe(),
+        "vs_fake_quant": compare(reference, outputs, task.agreement, mask),
+        "vs_fp32": compare(fp32, outputs, task.agreement, mask),
+    }
 
 
 def _check_engine(plan: Path, batches, reference, fp32, task: Task, mask, parity: dict, latency: dict) -> None:
@@ -300,12 +305,7 @@ def _check_engine(plan: Path, batches, reference, fp32, task: Task, mask, parity
         parity["tensorrt"] = {"skipped": str(exc)}
         return
     with runner:
-        outputs = _run_all(runner, batches)
-        parity[runner.name] = {
-            "settings": runner.describe(),
-            "vs_fake_quant": compare(reference, outputs, task.agreement, mask),
-            "vs_fp32": compare(fp32, outputs, task.agreement, mask),
-        }
+        parity[runner.name] = _backend_parity(runner, batches, reference, fp32, task, mask)
         feed = {k: v.to(runner.device) for k, v in batches[0].items()}
         with torch.cuda.stream(runner.stream):  # events on the stream the engine runs on
             timing = measure_cuda(lambda: runner.run_torch(feed), batch=len(batches[0]["input_ids"]))

@@ -633,14 +633,6 @@ class QDQBertModel(QDQBertPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-def _finish(output, return_dict: bool | None, config: QDQBertConfig):
-    """Dict output, or BERT's tuple (None fields dropped) when return_dict is False."""
-    return output if (config.return_dict if return_dict is None else return_dict) else output.to_tuple()
-
-
-_ENCODER_ARGS = ("attention_mask", "token_type_ids", "position_ids", "head_mask", "inputs_embeds")
-
-
 class QDQBertLMHeadModel(QDQBertPreTrainedModel, GenerationMixin):
     """Causal LM head (decoder use: config.is_decoder=True), with KV cache and generate()."""
 
@@ -713,7 +705,7 @@ class QDQBertLMHeadModel(QDQBertPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
             cross_attentions=outputs.cross_attentions,
         )
-        return _finish(output, return_dict, self.config)
+        return output if (self.config.return_dict if return_dict is None else return_dict) else output.to_tuple()
 
     def prepare_inputs_for_generation(
         self,
@@ -750,7 +742,31 @@ class QDQBertLMHeadModel(QDQBertPreTrainedModel, GenerationMixin):
         )
 
 
-class QDQBertForMaskedLM(QDQBertPreTrainedModel):
+class _HeadModel(QDQBertPreTrainedModel):
+    """Shared body of the task heads: run the encoder, finish the output as dict or tuple.
+
+    Heads name the inputs every caller uses; the encoder's other options (position_ids, head_mask,
+    inputs_embeds, output_attentions, output_hidden_states) pass through `encoder_kwargs`."""
+
+    def _encode(
+        self, input_ids, attention_mask, token_type_ids, encoder_kwargs: dict
+    ) -> BaseModelOutputWithPoolingAndCrossAttentions:
+        unknown = sorted(set(encoder_kwargs) - _ENCODER_OPTIONS)
+        if unknown:
+            raise QDQBertError(f"{type(self).__name__}.forward got unexpected argument(s) {unknown}")
+        return self.bert(
+            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True, **encoder_kwargs
+        )
+
+    def _finish(self, output, return_dict: bool | None):
+        """Dict output, or BERT's tuple (None fields dropped) when return_dict is False."""
+        return output if (self.config.return_dict if return_dict is None else return_dict) else output.to_tuple()
+
+
+_ENCODER_OPTIONS = {"position_ids", "head_mask", "inputs_embeds", "output_attentions", "output_hidden_states"}
+
+
+class QDQBertForMaskedLM(_HeadModel):
     _tied_weights_keys = QDQBertLMHeadModel._tied_weights_keys
 
     def __init__(self, config: QDQBertConfig) -> None:
@@ -764,31 +780,10 @@ class QDQBertForMaskedLM(QDQBertPreTrainedModel):
     get_output_embeddings = QDQBertLMHeadModel.get_output_embeddings
     set_output_embeddings = QDQBertLMHeadModel.set_output_embeddings
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> tuple | MaskedLMOutput:
-        outputs = self.bert(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            head_mask=head_mask,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                return_dict: bool | None = None, **encoder_kwargs) -> tuple | MaskedLMOutput:  # fmt: skip
+        outputs = self._encode(input_ids, attention_mask, token_type_ids, encoder_kwargs)
         logits = self.cls(outputs.last_hidden_state)
         loss = None
         if labels is not None:
@@ -796,56 +791,26 @@ class QDQBertForMaskedLM(QDQBertPreTrainedModel):
         output = MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return _finish(output, return_dict, self.config)
+        return self._finish(output, return_dict)
 
 
-class _PooledHeadModel(QDQBertPreTrainedModel):
-    """Shared body of the heads that read the pooled [CLS] output."""
-
-    def _pooled(self, input_ids, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-                output_attentions, output_hidden_states) -> BaseModelOutputWithPoolingAndCrossAttentions:  # fmt: skip
-        return self.bert(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            head_mask=head_mask,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-
-
-class QDQBertForNextSentencePrediction(_PooledHeadModel):
+class QDQBertForNextSentencePrediction(_HeadModel):
     def __init__(self, config: QDQBertConfig) -> None:
         super().__init__(config)
         self.bert = QDQBertModel(config)
         self.cls = QDQBertOnlyNSPHead(config)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> tuple | NextSentencePredictorOutput:
-        outputs = self._pooled(input_ids, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-                               output_attentions, output_hidden_states)  # fmt: skip
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                return_dict: bool | None = None, **encoder_kwargs) -> tuple | NextSentencePredictorOutput:  # fmt: skip
+        outputs = self._encode(input_ids, attention_mask, token_type_ids, encoder_kwargs)
         logits = self.cls(outputs.pooler_output)
         loss = CrossEntropyLoss()(logits.view(-1, 2), labels.view(-1)) if labels is not None else None
         output = NextSentencePredictorOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return _finish(output, return_dict, self.config)
+        return self._finish(output, return_dict)
 
 
 def _classifier_dropout(config: QDQBertConfig) -> nn.Dropout:
@@ -853,7 +818,7 @@ def _classifier_dropout(config: QDQBertConfig) -> nn.Dropout:
     return nn.Dropout(rate)
 
 
-class QDQBertForSequenceClassification(_PooledHeadModel):
+class QDQBertForSequenceClassification(_HeadModel):
     """Pooled [CLS] → linear: regression (num_labels=1), single- or multi-label classification."""
 
     def __init__(self, config: QDQBertConfig) -> None:
@@ -864,28 +829,16 @@ class QDQBertForSequenceClassification(_PooledHeadModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> tuple | SequenceClassifierOutput:
-        outputs = self._pooled(input_ids, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-                               output_attentions, output_hidden_states)  # fmt: skip
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                return_dict: bool | None = None, **encoder_kwargs) -> tuple | SequenceClassifierOutput:  # fmt: skip
+        outputs = self._encode(input_ids, attention_mask, token_type_ids, encoder_kwargs)
         logits = self.classifier(self.dropout(outputs.pooler_output))
         loss = self._loss(logits, labels) if labels is not None else None
         output = SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return _finish(output, return_dict, self.config)
+        return self._finish(output, return_dict)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.config.problem_type is None:
@@ -904,7 +857,7 @@ class QDQBertForSequenceClassification(_PooledHeadModel):
         return BCEWithLogitsLoss()(logits, labels)
 
 
-class QDQBertForMultipleChoice(_PooledHeadModel):
+class QDQBertForMultipleChoice(_HeadModel):
     """Inputs (batch, choices, seq) → one score per choice."""
 
     def __init__(self, config: QDQBertConfig) -> None:
@@ -914,36 +867,29 @@ class QDQBertForMultipleChoice(_PooledHeadModel):
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> tuple | MultipleChoiceModelOutput:
-        num_choices = input_ids.shape[1] if input_ids is not None else inputs_embeds.shape[1]
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                return_dict: bool | None = None, **encoder_kwargs) -> tuple | MultipleChoiceModelOutput:  # fmt: skip
+        embeds = encoder_kwargs.get("inputs_embeds")
+        num_choices = input_ids.shape[1] if input_ids is not None else embeds.shape[1]
 
         def flat(t: torch.Tensor | None) -> torch.Tensor | None:
+            """(batch, choices, ...) → (batch·choices, ...)."""
             return None if t is None else t.reshape(-1, *t.shape[2:])
 
-        outputs = self._pooled(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
-                               head_mask, flat(inputs_embeds), output_attentions, output_hidden_states)  # fmt: skip
+        for name in ("position_ids", "inputs_embeds"):
+            if name in encoder_kwargs:
+                encoder_kwargs[name] = flat(encoder_kwargs[name])
+        outputs = self._encode(flat(input_ids), flat(attention_mask), flat(token_type_ids), encoder_kwargs)
         logits = self.classifier(self.dropout(outputs.pooler_output)).view(-1, num_choices)
         loss = CrossEntropyLoss()(logits, labels) if labels is not None else None
         output = MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return _finish(output, return_dict, self.config)
+        return self._finish(output, return_dict)
 
 
-class QDQBertForTokenClassification(_PooledHeadModel):
+class QDQBertForTokenClassification(_HeadModel):
     """One label per token (NER, POS)."""
 
     def __init__(self, config: QDQBertConfig) -> None:
@@ -954,22 +900,10 @@ class QDQBertForTokenClassification(_PooledHeadModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> tuple | TokenClassifierOutput:
-        outputs = self._pooled(input_ids, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-                               output_attentions, output_hidden_states)  # fmt: skip
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                return_dict: bool | None = None, **encoder_kwargs) -> tuple | TokenClassifierOutput:  # fmt: skip
+        outputs = self._encode(input_ids, attention_mask, token_type_ids, encoder_kwargs)
         logits = self.classifier(self.dropout(outputs.last_hidden_state))
         loss = None
         if labels is not None:
@@ -977,10 +911,10 @@ class QDQBertForTokenClassification(_PooledHeadModel):
         output = TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return _finish(output, return_dict, self.config)
+        return self._finish(output, return_dict)
 
 
-class QDQBertForQuestionAnswering(_PooledHeadModel):
+class QDQBertForQuestionAnswering(_HeadModel):
     """Extractive QA: start and end logits per token (SQuAD)."""
 
     def __init__(self, config: QDQBertConfig) -> None:
@@ -990,23 +924,11 @@ class QDQBertForQuestionAnswering(_PooledHeadModel):
         self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        start_positions: torch.Tensor | None = None,
-        end_positions: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> tuple | QuestionAnsweringModelOutput:
-        outputs = self._pooled(input_ids, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-                               output_attentions, output_hidden_states)  # fmt: skip
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,
+                end_positions: torch.Tensor | None = None, return_dict: bool | None = None,
+                **encoder_kwargs) -> tuple | QuestionAnsweringModelOutput:  # fmt: skip
+        outputs = self._encode(input_ids, attention_mask, token_type_ids, encoder_kwargs)
         logits = self.qa_outputs(outputs.last_hidden_state)
         start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
         loss = None
@@ -1024,4 +946,4 @@ class QDQBertForQuestionAnswering(_PooledHeadModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-        return _finish(output, return_dict, self.config)
+        return self._finish(output, return_dict)

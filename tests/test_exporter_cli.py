@@ -230,7 +230,7 @@ def test_qat_refuses_unlabelled_data(tiny_dir, tmp_path):
 def test_torchrun_calibration_agrees_across_ranks(tiny_dir, tmp_path):
     """Two gloo processes calibrate disjoint shards; the reduced amax is identical on both ranks."""
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "exporter", "calibrate", "--task", "qa", "--model", str(tiny_dir), "--out", str(tmp_path / "cal"),
          "--num-calib", "16", "--seq-len", "32"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},

@@ -1,0 +1,1 @@
+"""`python -m bench`: the nightly latency benchmark with history and regression detection."""
