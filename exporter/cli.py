@@ -171,11 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
 
+    # one write per line, so lines from several torchrun ranks do not interleave
     def log(message: str) -> None:
-        print(f"· {message}", file=sys.stderr, flush=True)
+        print(f"· {message}\n", end="", file=sys.stderr, flush=True)
 
     def warn(message: str) -> None:
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        print(f"warning: {message}\n", end="", file=sys.stderr, flush=True)
 
     try:
         return args.run(args, log, warn)

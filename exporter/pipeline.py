@@ -246,28 +246,30 @@ def _mask(batches: list[dict[str, torch.Tensor]], task: Task) -> np.ndarray | No
 
 def check(loaded: Loaded, config: BuildConfig, onnx_path: Path, samples, engine_meta: dict | None,
           warn: Callable[[str], None]) -> tuple[dict, dict]:  # fmt: skip
-    """Parity of every runnable backend against eager fake-quant and eager FP32, and latency."""
+    """Parity of every runnable backend against eager FP32 and (INT8) eager fake-quant, and latency."""
     from engines.ort_runner import OnnxRuntimeRunner
 
     task, model = loaded.task, loaded.model
     batches = _eval_inputs(loaded, config, samples)
     mask = _mask(batches, task)
+    opt_batch = batches[0]
+    parity: dict[str, Any] = {}
+    latency: dict[str, Any] = {}
     state = {n: q.mode for n, q in quantizers(model).items()}
-    quant_ref = EagerRunner(model, INPUT_NAMES, task.outputs, name="eager-fake-quant")
-    reference = _run_all(quant_ref, batches)
     set_quantization(model, False)
     fp32_ref = EagerRunner(model, INPUT_NAMES, task.outputs, name="eager-fp32")
     fp32 = _run_all(fp32_ref, batches)
-    parity: dict[str, Any] = {"eager-fake-quant": {"vs_fp32": compare(fp32, reference, task.agreement, mask)}}
-    latency: dict[str, Any] = {}
-    opt_batch = batches[0]
     latency["eager-fp32"] = _latency(lambda: fp32_ref.run(opt_batch), opt_batch, config)
     for name, q in quantizers(model).items():
         q.mode = state[name]
+    reference = None
     if config.precision == "int8":
+        quant_ref = EagerRunner(model, INPUT_NAMES, task.outputs, name="eager-fake-quant")
+        reference = _run_all(quant_ref, batches)
+        parity["eager-fake-quant"] = {"vs_fp32": compare(fp32, reference, task.agreement, mask)}
         perturbed = _run_perturbed(model, quant_ref, batches)
         parity[NOISE_FLOOR] = {"vs_fake_quant": compare(reference, perturbed, task.agreement, mask)}
-    latency["eager-fake-quant"] = _latency(lambda: quant_ref.run(opt_batch), opt_batch, config)
+        latency["eager-fake-quant"] = _latency(lambda: quant_ref.run(opt_batch), opt_batch, config)
 
     for level in ("basic", "all"):
         try:
@@ -287,11 +289,10 @@ def check(loaded: Loaded, config: BuildConfig, onnx_path: Path, samples, engine_
 def _backend_parity(runner, batches, reference, fp32, task: Task, mask) -> dict[str, Any]:
     """A backend's settings and its distance to eager fake-quant and to eager FP32."""
     outputs = _run_all(runner, batches)
-    return {
-        "settings": runner.describe(),
-        "vs_fake_quant": compare(reference, outputs, task.agreement, mask),
-        "vs_fp32": compare(fp32, outputs, task.agreement, mask),
-    }
+    result = {"settings": runner.describe(), "vs_fp32": compare(fp32, outputs, task.agreement, mask)}
+    if reference is not None:  # INT8: also against the fake-quant model it was exported from
+        result["vs_fake_quant"] = compare(reference, outputs, task.agreement, mask)
+    return result
 
 
 def _check_engine(plan: Path, batches, reference, fp32, task: Task, mask, parity: dict, latency: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -236,7 +237,6 @@ def test_torchrun_calibration_agrees_across_ranks(tiny_dir, tmp_path):
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    digests = {line.split("digest ")[1] for line in result.stderr.splitlines() if "calibration digest" in line}
-    ranks = [line for line in result.stderr.splitlines() if "calibration digest" in line]
-    assert len(ranks) == 2 and len(digests) == 1, result.stderr[-2000:]
+    found = dict(re.findall(r"rank (\d)/2: calibration digest ([0-9a-f]{16})", result.stderr))
+    assert set(found) == {"0", "1"} and len(set(found.values())) == 1, result.stderr[-2000:]
     assert (tmp_path / "cal" / "quant.json").is_file()
