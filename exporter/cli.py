@@ -55,8 +55,10 @@ def _add_calibration(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--seq-len", type=int, default=128, help="maximum (and engine opt/max) sequence length (default 128)"
     )
-    group.add_argument("--skip-quant", action="append", default=[], metavar="PATTERN",
-                       help="leave quantizers matching this glob in float, e.g. '*output.add_local_input_quantizer'")  # fmt: skip
+    group.add_argument("--skip-quant", action="append", default=[], metavar="GLOB",
+                       help="leave quantizers matching this glob in float ('*' within one dotted part, '**' across), "
+                       "e.g. 'bert.encoder.layer.*.output.add_local_input_quantizer'; the report's sensitivity "
+                       "table suggests candidates")  # fmt: skip
 
 
 def _add_export(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--triton-repo", metavar="DIR", help="also write a Triton Inference Server model repository entry"
     )
+    group.add_argument("--no-sensitivity", dest="sensitivity", action="store_false",
+                       help="skip the sweep that ranks quantizer roles by the accuracy they cost (int8)")  # fmt: skip
     _add_common(build)
     build.set_defaults(run=_cmd_build)
 
@@ -134,7 +138,7 @@ def _cmd_build(args: argparse.Namespace, log: Callable, warn: Callable) -> int:
         min_seq_len=args.min_seq_len, batch=args.batch, precision=args.precision, float_dtype=args.float_dtype,
         backend=args.backend, exporter=args.exporter, opset=args.opset, seed=args.seed, strict=args.strict,
         skip_quant=args.skip_quant, latency_iters=args.latency_iters, compute_capabilities=args.compute_capabilities,
-        triton_repo=args.triton_repo,
+        triton_repo=args.triton_repo, sensitivity=args.sensitivity,
     )  # fmt: skip
     report = build(config, warn, log)
     print(summary(report, str(config.out_dir)))

@@ -73,6 +73,7 @@ class BuildConfig:
     latency_iters: int = 20
     compute_capabilities: list[str] | None = None
     triton_repo: str | None = None
+    sensitivity: bool = True
 
     @property
     def out_dir(self) -> Path:
@@ -174,13 +175,14 @@ def engine_flavor(backend: str) -> str | None:
 
 def skipped_quantizers(model: torch.nn.Module, patterns: list[str]) -> list[str]:
     """Quantizer names matching the --skip-quant globs; a glob that matches nothing is an error."""
-    import fnmatch
+    from .sensitivity import glob_regex
 
     names = list(quantizers(model))
-    for pattern in patterns:
-        if not any(fnmatch.fnmatch(n, pattern) for n in names):
+    regexes = [glob_regex(p) for p in patterns]
+    for pattern, regex in zip(patterns, regexes):
+        if not any(regex.match(n) for n in names):
             raise UsageError(f"--skip-quant {pattern!r} matches no quantizer (see quant.json for names)")
-    return sorted(n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns))
+    return sorted(n for n in names if any(r.match(n) for r in regexes))
 
 
 def prepare_quantizers(loaded: Loaded, config: BuildConfig, samples) -> dict[str, Any]:
@@ -245,8 +247,9 @@ def _mask(batches: list[dict[str, torch.Tensor]], task: Task) -> np.ndarray | No
 
 
 def check(loaded: Loaded, config: BuildConfig, onnx_path: Path, samples, engine_meta: dict | None,
-          warn: Callable[[str], None]) -> tuple[dict, dict]:  # fmt: skip
-    """Parity of every runnable backend against eager FP32 and (INT8) eager fake-quant, and latency."""
+          warn: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+    """Parity of every runnable backend against eager FP32 and (INT8) eager fake-quant, latency, and
+    (INT8, --sensitivity) the per-role sensitivity sweep: {"parity", "latency", "sensitivity"}."""
     from engines.ort_runner import OnnxRuntimeRunner
 
     task, model = loaded.task, loaded.model
@@ -255,10 +258,12 @@ def check(loaded: Loaded, config: BuildConfig, onnx_path: Path, samples, engine_
     opt_batch = batches[0]
     parity: dict[str, Any] = {}
     latency: dict[str, Any] = {}
+    results = {"parity": parity, "latency": latency}
     state = {n: q.mode for n, q in quantizers(model).items()}
     set_quantization(model, False)
     fp32_ref = EagerRunner(model, INPUT_NAMES, task.outputs, name="eager-fp32")
     fp32 = _run_all(fp32_ref, batches)
+    fp32_subset = _run_all(fp32_ref, batches[:2])
     latency["eager-fp32"] = _latency(lambda: fp32_ref.run(opt_batch), opt_batch, config)
     for name, q in quantizers(model).items():
         q.mode = state[name]
@@ -270,6 +275,12 @@ def check(loaded: Loaded, config: BuildConfig, onnx_path: Path, samples, engine_
         perturbed = _run_perturbed(model, quant_ref, batches)
         parity[NOISE_FLOOR] = {"vs_fake_quant": compare(reference, perturbed, task.agreement, mask)}
         latency["eager-fake-quant"] = _latency(lambda: quant_ref.run(opt_batch), opt_batch, config)
+        if config.sensitivity:
+            from .sensitivity import sweep
+
+            subset = batches[:2]
+            results["sensitivity"] = sweep(model, subset, fp32_subset, lambda: _run_all(quant_ref, subset),
+                                           task.agreement, _mask(subset, task))  # fmt: skip
 
     for level in ("basic", "all"):
         try:
@@ -283,7 +294,7 @@ def check(loaded: Loaded, config: BuildConfig, onnx_path: Path, samples, engine_
             latency[runner.name] = _latency(lambda r=runner: r.run(opt_batch), opt_batch, config)
     if engine_meta is not None:
         _check_engine(onnx_path.with_name("model.plan"), batches, reference, fp32, task, mask, parity, latency)
-    return parity, latency
+    return results
 
 
 def _backend_parity(runner, batches, reference, fp32, task: Task, mask) -> dict[str, Any]:
@@ -424,7 +435,7 @@ def build(config: BuildConfig, warn: Callable[[str], None], log: Callable[[str],
         if config.float_dtype == "fp16":
             loaded.model.float()
         log("checking parity and latency")
-        report["parity"], report["latency"] = check(loaded, config, onnx_path, eval_samples, engine_meta, note)
+        report.update(check(loaded, config, onnx_path, eval_samples, engine_meta, note))
         report["head_trained"] = loaded.head_trained
         from .report import render_markdown
 
@@ -494,7 +505,7 @@ def recheck(out: Path, warn: Callable[[str], None], log: Callable[[str], None]) 
     engine_path = out / "engine.json"
     engine_meta = json.loads(engine_path.read_text()) if engine_path.is_file() else None
     log("checking parity and latency")
-    report["parity"], report["latency"] = check(loaded, config, onnx_path, samples, engine_meta, note)
+    report.update(check(loaded, config, onnx_path, samples, engine_meta, note))
     report["warnings"] = warnings
     report["versions"], report["machine"] = versions(), machine()
     write_atomic(report_path, (json.dumps(report, indent=2, default=str) + "\n").encode())

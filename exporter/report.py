@@ -73,6 +73,17 @@ def render_markdown(report: dict[str, Any]) -> str:
     for backend, entry in report.get("parity", {}).items():
         if "skipped" in entry or "error" in entry:
             lines.append(f"\n- {backend}: {entry.get('skipped') or entry.get('error')}")
+    sweep = report.get("sensitivity")
+    if sweep:
+        lines += ["", "## Sensitivity: which quantizers cost accuracy", "",
+                  f"Mean output cosine to eager FP32 with every quantizer on: {sweep['baseline_cosine']:.5f} "
+                  f"(first {sweep['batches']} evaluation batches). Each row leaves one role (that quantizer in every "
+                  "layer) in float; `--skip-quant ROLE` does that in the build, at some speed cost in TensorRT.", "",
+                  "| role | quantizers | cosine if float | gain |", "|---|---|---|---|"]  # fmt: skip
+        for row in sweep["roles"][:8]:
+            lines.append(
+                f"| `{row['role']}` | {row['quantizers']} | {row['cosine_if_float']:.5f} | {row['gain']:+.5f} |"
+            )
     lines += ["", "## Latency", "", "| backend | shape | p50 ms | p90 ms | p99 ms | throughput /s | runs |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
     for backend, t in report.get("latency", {}).items():
@@ -107,6 +118,11 @@ def summary(report: dict[str, Any], out: str) -> str:
             a = m["agreement"]
             lines.append(f"  {backend} vs {ref} [{output}]: max abs {_fmt(m['max_abs'], 3)}, "
                          f"cosine {m['cosine']:.5f}, {a['metric']} agreement {a['value']:.3f}")  # fmt: skip
+    sweep = report.get("sensitivity")
+    if sweep and sweep["roles"] and sweep["roles"][0]["gain"] > 0.005:
+        top = sweep["roles"][0]
+        lines.append(f"  most sensitive: {top['role']} (cosine to FP32 {sweep['baseline_cosine']:.4f} → "
+                     f"{top['cosine_if_float']:.4f} if left in float: --skip-quant '{top['role']}')")  # fmt: skip
     fastest = sorted(report.get("latency", {}).items(), key=lambda kv: kv[1]["p50_ms"])
     if fastest:
         lines.append("  latency p50: " + ", ".join(f"{k} {v['p50_ms']:.1f} ms" for k, v in fastest))

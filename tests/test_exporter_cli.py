@@ -240,3 +240,31 @@ def test_torchrun_calibration_agrees_across_ranks(tiny_dir, tmp_path):
     found = dict(re.findall(r"rank (\d)/2: calibration digest ([0-9a-f]{16})", result.stderr))
     assert set(found) == {"0", "1"} and len(set(found.values())) == 1, result.stderr[-2000:]
     assert (tmp_path / "cal" / "quant.json").is_file()
+
+
+def test_skip_quant_glob_stays_within_one_dotted_part():
+    from exporter.sensitivity import glob_regex, role
+
+    ffn = glob_regex("bert.encoder.layer.*.output.add_local_input_quantizer")
+    assert ffn.match("bert.encoder.layer.11.output.add_local_input_quantizer")
+    assert not ffn.match("bert.encoder.layer.0.attention.output.add_local_input_quantizer")
+    assert glob_regex("**add_local*").match("bert.encoder.layer.0.attention.output.add_local_input_quantizer")
+    assert role("bert.encoder.layer.7.attention.self.matmul_a_input_quantizer") == (
+        "bert.encoder.layer.*.attention.self.matmul_a_input_quantizer"
+    )
+
+
+def test_sensitivity_sweep_ranks_every_role(tiny_dir, tmp_path):
+    report = _build(tmp_path / "qa", "--task", "qa", "--model", str(tiny_dir), "--backend", "onnxruntime")
+    sweep = report["sensitivity"]
+    assert len(sweep["roles"]) == 20 and all(r["quantizers"] == 2 for r in sweep["roles"])
+    gains = [r["gain"] for r in sweep["roles"]]
+    assert gains == sorted(gains, reverse=True)
+    assert "## Sensitivity" in (tmp_path / "qa" / "report.md").read_text()
+    # leaving the top role in float really removes those quantizers from the graph
+    top = sweep["roles"][0]["role"]
+    skipped = _build(tmp_path / "skip", "--task", "qa", "--model", str(tiny_dir), "--backend", "onnxruntime",
+                     "--skip-quant", top, "--no-sensitivity")  # fmt: skip
+    assert skipped["calibration"]["disabled"] == [top.replace("*", str(i)) for i in range(2)]
+    assert skipped["export"]["validation"]["quantize_linear"] == 2 * 20 - 2
+    assert "sensitivity" not in skipped
