@@ -2,7 +2,7 @@
 PyTorch; parity and latency. Importing this package needs neither CUDA, TensorRT nor ONNX Runtime."""
 
 from .base import Runner, TensorSpec
-from .compare import TOLERANCES, best_spans, compare, concat_outputs
+from .compare import TOLERANCES, best_spans, compare, concat_outputs, tolerance_check
 from .errors import EngineError
 from .latency import measure_cpu, measure_cuda
 from .torch_runner import EagerRunner
@@ -18,4 +18,5 @@ __all__ = [
     "concat_outputs",
     "measure_cpu",
     "measure_cuda",
+    "tolerance_check",
 ]

@@ -90,3 +90,28 @@ def concat_outputs(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
             arrays = [np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) for a in arrays]
         result[name] = np.concatenate(arrays, 0)
     return result
+
+
+def tolerance_check(
+    reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], precision: str
+) -> dict[str, Any]:
+    """Polygraphy's comparator (`CompareFunc.simple`, max-error statistic) with this precision's
+    absolute tolerance: the same pass/fail semantics a Polygraphy user gets from `polygraphy run`.
+    Returns {"atol", "passed", "outputs": {name: passed}} or {"skipped": reason}."""
+    try:
+        from polygraphy.comparator import CompareFunc
+        from polygraphy.comparator.struct import IterationResult
+        from polygraphy.logger import G_LOGGER
+    except ImportError:
+        return {"skipped": "polygraphy is not installed: pip install 'qdqbert-trt[onnx]'"}
+    atol = TOLERANCES[precision]
+    severity = G_LOGGER.module_severity
+    G_LOGGER.module_severity = G_LOGGER.CRITICAL  # its per-output histograms are for terminals, not reports
+    try:
+        compare_func = CompareFunc.simple(atol=atol, rtol=0.0, check_error_stat="max")
+        result = compare_func(IterationResult(outputs=reference, runner_name="reference"),
+                              IterationResult(outputs=candidate, runner_name="candidate"))  # fmt: skip
+    finally:
+        G_LOGGER.module_severity = severity
+    outputs = {name: bool(value) for name, value in result.items()}
+    return {"atol": atol, "passed": all(outputs.values()), "outputs": outputs}

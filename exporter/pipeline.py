@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import qdqbert
-from engines import EagerRunner, compare, concat_outputs, measure_cpu
+from engines import EagerRunner, compare, concat_outputs, measure_cpu, tolerance_check
 from engines.errors import EngineError
 from engines.files import sha256_file, write_atomic
 from qdqbert import quantizers, set_quantization
@@ -290,23 +290,27 @@ def check(loaded: Loaded, config: BuildConfig, onnx_path: Path, samples, engine_
             parity[f"onnxruntime-cpu-{level}"] = {"error": str(exc)}
             continue
         with runner:
-            parity[runner.name] = _backend_parity(runner, batches, reference, fp32, task, mask)
+            parity[runner.name] = _backend_parity(runner, batches, reference, fp32, task, mask, config.precision)
             latency[runner.name] = _latency(lambda r=runner: r.run(opt_batch), opt_batch, config)
     if engine_meta is not None:
-        _check_engine(onnx_path.with_name("model.plan"), batches, reference, fp32, task, mask, parity, latency)
+        _check_engine(onnx_path.with_name("model.plan"), batches, reference, fp32, task, mask, config.precision,
+                      parity, latency)  # fmt: skip
     return results
 
 
-def _backend_parity(runner, batches, reference, fp32, task: Task, mask) -> dict[str, Any]:
+def _backend_parity(runner, batches, reference, fp32, task: Task, mask, precision: str) -> dict[str, Any]:
     """A backend's settings and its distance to eager fake-quant and to eager FP32."""
     outputs = _run_all(runner, batches)
     result = {"settings": runner.describe(), "vs_fp32": compare(fp32, outputs, task.agreement, mask)}
     if reference is not None:  # INT8: also against the fake-quant model it was exported from
         result["vs_fake_quant"] = compare(reference, outputs, task.agreement, mask)
+    # pass/fail at the documented tolerance of this precision, against the model it was exported from
+    result["tolerance"] = tolerance_check(reference if reference is not None else fp32, outputs, precision)
     return result
 
 
-def _check_engine(plan: Path, batches, reference, fp32, task: Task, mask, parity: dict, latency: dict) -> None:
+def _check_engine(plan: Path, batches, reference, fp32, task: Task, mask, precision: str, parity: dict,
+                  latency: dict) -> None:  # fmt: skip
     """Parity and CUDA-event latency of the engine, where this machine can run it."""
     from engines import measure_cuda
     from engines.trt_runner import TensorRTRunner
@@ -317,7 +321,7 @@ def _check_engine(plan: Path, batches, reference, fp32, task: Task, mask, parity
         parity["tensorrt"] = {"skipped": str(exc)}
         return
     with runner:
-        parity[runner.name] = _backend_parity(runner, batches, reference, fp32, task, mask)
+        parity[runner.name] = _backend_parity(runner, batches, reference, fp32, task, mask, precision)
         feed = {k: v.to(runner.device) for k, v in batches[0].items()}
         with torch.cuda.stream(runner.stream):  # events on the stream the engine runs on
             timing = measure_cuda(lambda: runner.run_torch(feed), batch=len(batches[0]["input_ids"]))

@@ -63,6 +63,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         agreement = m["agreement"]
         lines.append(f"| {backend} | {ref} | {output} | {_fmt(m.get('max_abs'))} | {_fmt(m.get('mean_abs'))} | "
                      f"{_fmt(m.get('cosine'), 6)} | {agreement['metric']} {agreement['value']:.4f} |")  # fmt: skip
+    checks = [(b, e["tolerance"]) for b, e in report.get("parity", {}).items() if "tolerance" in e]
+    if checks:
+        lines += ["", "Tolerance check (Polygraphy `CompareFunc.simple`, max error, against the model each backend "
+                  "was exported from):", ""]  # fmt: skip
+        for backend, t in checks:
+            verdict = t.get("skipped") or (f"{'pass' if t['passed'] else 'FAIL'} at atol {t['atol']:g} "
+                                           f"({', '.join(f'{k}: {v}' for k, v in t['outputs'].items())})")  # fmt: skip
+            lines.append(f"- {backend}: {verdict}")
     if "noise-floor" in report.get("parity", {}):
         lines.append(
             "\n`noise-floor`: the eager fake-quant model against itself with relative noise of 1e-6 on every "

@@ -230,3 +230,15 @@ def test_compare_reports_distance_and_agreement():
     result = compare(ref, cand, "argmax")
     assert result["outputs"]["logits"]["max_abs"] == pytest.approx(3.0)
     assert result["agreement"] == {"metric": "argmax", "value": 0.5}
+
+
+def test_tolerance_check_uses_polygraphy_semantics():
+    pytest.importorskip("polygraphy", reason="polygraphy not installed (pip install 'qdqbert-trt[onnx]')")
+    from engines import tolerance_check
+
+    ref = {"a": np.zeros(4, np.float32), "b": np.ones(3, np.float32)}
+    near = {"a": np.full(4, 0.009, np.float32), "b": np.ones(3, np.float32)}
+    far = {"a": np.zeros(4, np.float32), "b": np.array([1, 1, 1.02], np.float32)}
+    assert tolerance_check(ref, near, "int8") == {"atol": 1e-2, "passed": True, "outputs": {"a": True, "b": True}}
+    assert tolerance_check(ref, far, "int8")["outputs"] == {"a": True, "b": False}
+    assert not tolerance_check(ref, near, "fp32")["passed"]  # 1e-4 for FP32

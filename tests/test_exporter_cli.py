@@ -51,6 +51,12 @@ def test_build_every_task_on_tiny_model(task, tiny_dir, tmp_path):
     for output, metrics in basic["outputs"].items():
         assert metrics["max_abs"] < 1e-2, (task, output, metrics)
     assert basic["agreement"]["value"] >= 0.95
+    # Polygraphy's comparator agrees at the documented INT8 tolerance
+    assert report["parity"]["onnxruntime-cpu-basic"]["tolerance"] | {"outputs": None} == {
+        "atol": 1e-2,
+        "passed": True,
+        "outputs": None,
+    }
     assert set(report["latency"]) >= {"eager-fp32", "eager-fake-quant", "onnxruntime-cpu-basic", "onnxruntime-cpu-all"}
 
 
@@ -59,6 +65,8 @@ def test_fp32_export_matches_fp32_model(tiny_dir, tmp_path):
     assert report["export"]["validation"]["quantize_linear"] == 0
     for metrics in report["parity"]["onnxruntime-cpu-basic"]["vs_fp32"]["outputs"].values():
         assert metrics["max_abs"] < 1e-4
+    assert report["parity"]["onnxruntime-cpu-basic"]["tolerance"]["passed"]
+    assert "vs_fake_quant" not in report["parity"]["onnxruntime-cpu-basic"]
 
 
 def test_dynamo_exporter(tiny_dir, tmp_path):
