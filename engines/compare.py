@@ -95,11 +95,11 @@ def concat_outputs(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
 def tolerance_check(
     reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], precision: str
 ) -> dict[str, Any]:
-    """Polygraphy's comparator (`CompareFunc.simple`, max-error statistic) with this precision's
+    """Polygraphy's comparator (`SimpleCompareFunc`, max-error statistic) with this precision's
     absolute tolerance: the same pass/fail semantics a Polygraphy user gets from `polygraphy run`.
     Returns {"atol", "passed", "outputs": {name: passed}} or {"skipped": reason}."""
     try:
-        from polygraphy.comparator import CompareFunc
+        from polygraphy.comparator import SimpleCompareFunc
         from polygraphy.comparator.struct import IterationResult
         from polygraphy.logger import G_LOGGER
     except ImportError:
@@ -108,7 +108,7 @@ def tolerance_check(
     severity = G_LOGGER.module_severity
     G_LOGGER.module_severity = G_LOGGER.CRITICAL  # its per-output histograms are for terminals, not reports
     try:
-        compare_func = CompareFunc.simple(atol=atol, rtol=0.0, check_error_stat="max")
+        compare_func = SimpleCompareFunc(atol=atol, rtol=0.0, check_error_stat="max")
         result = compare_func(IterationResult(outputs=reference, runner_name="reference"),
                               IterationResult(outputs=candidate, runner_name="candidate"))  # fmt: skip
     finally:

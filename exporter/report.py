@@ -65,7 +65,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                      f"{_fmt(m.get('cosine'), 6)} | {agreement['metric']} {agreement['value']:.4f} |")  # fmt: skip
     checks = [(b, e["tolerance"]) for b, e in report.get("parity", {}).items() if "tolerance" in e]
     if checks:
-        lines += ["", "Tolerance check (Polygraphy `CompareFunc.simple`, max error, against the model each backend "
+        lines += ["", "Tolerance check (Polygraphy `SimpleCompareFunc`, max error, against the model each backend "
                   "was exported from):", ""]  # fmt: skip
         for backend, t in checks:
             verdict = t.get("skipped") or (f"{'pass' if t['passed'] else 'FAIL'} at atol {t['atol']:g} "
