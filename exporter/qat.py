@@ -35,7 +35,7 @@ def add_qat_parser(sub, add_model, add_calibration, add_common) -> None:
     add_calibration(parser)
     group = parser.add_argument_group("training")
     group.add_argument("--train-data", required=True, help="labelled data; per task: " +
-                       "; ".join(f"{k}: {v}" for k, v in LABELLED.items()))  # fmt: skip
+                       "; ".join(f"{k}: {v}" for k, v in LABELLED.items()).replace("%", "%%"))  # fmt: skip
     group.add_argument("--out", required=True, help="directory for the fine-tuned QDQBERT checkpoint")
     group.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default 1)")
     group.add_argument("--lr", type=float, default=2e-5, help="AdamW learning rate (default 2e-5)")

@@ -89,3 +89,10 @@ def test_matrix_filters(only, count):
     from bench.matrix import cells, parse_only
 
     assert len(cells(False, parse_only(only))) == count
+
+
+@pytest.mark.parametrize("command", ["run", "compare", "report", "overhead"])
+def test_every_bench_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0 and "--verbose" in capsys.readouterr().out

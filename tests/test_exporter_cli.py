@@ -276,3 +276,10 @@ def test_sensitivity_sweep_ranks_every_role(tiny_dir, tmp_path):
     assert skipped["calibration"]["disabled"] == [top.replace("*", str(i)) for i in range(2)]
     assert skipped["export"]["validation"]["quantize_linear"] == 2 * 20 - 2
     assert "sensitivity" not in skipped
+
+
+@pytest.mark.parametrize("command", ["build", "check", "calibrate", "export", "qat"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0 and "--verbose" in capsys.readouterr().out
