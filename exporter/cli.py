@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--triton-repo", metavar="DIR", help="also write a Triton Inference Server model repository entry"
     )
+    group.add_argument("--min-cosine", type=float, metavar="X",
+                       help="leave the costliest quantizer roles in float (at most 4) until the outputs' cosine to "
+                       "FP32 reaches X, e.g. 0.95 (default: quantize everything)")  # fmt: skip
     group.add_argument("--no-sensitivity", dest="sensitivity", action="store_false",
                        help="skip the sweep that ranks quantizer roles by the accuracy they cost (int8)")  # fmt: skip
     _add_common(build)
@@ -138,7 +141,7 @@ def _cmd_build(args: argparse.Namespace, log: Callable, warn: Callable) -> int:
         min_seq_len=args.min_seq_len, batch=args.batch, precision=args.precision, float_dtype=args.float_dtype,
         backend=args.backend, exporter=args.exporter, opset=args.opset, seed=args.seed, strict=args.strict,
         skip_quant=args.skip_quant, latency_iters=args.latency_iters, compute_capabilities=args.compute_capabilities,
-        triton_repo=args.triton_repo, sensitivity=args.sensitivity,
+        triton_repo=args.triton_repo, sensitivity=args.sensitivity, min_cosine=args.min_cosine,
     )  # fmt: skip
     report = build(config, warn, log)
     print(summary(report, str(config.out_dir)))

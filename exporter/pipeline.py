@@ -74,6 +74,7 @@ class BuildConfig:
     compute_capabilities: list[str] | None = None
     triton_repo: str | None = None
     sensitivity: bool = True
+    min_cosine: float | None = None
 
     @property
     def out_dir(self) -> Path:
@@ -141,6 +142,8 @@ def validate_config(config: BuildConfig) -> None:
     out = config.out_dir
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; pass a directory (it is created if missing)")
+    if config.min_cosine is not None and not 0 < config.min_cosine <= 1:
+        raise UsageError(f"--min-cosine {config.min_cosine}: use a cosine in (0, 1], e.g. 0.95")
     if config.precision == "fp16" and config.float_dtype != "fp16":
         config.float_dtype = "fp16"
     _require_backend(config.backend)
@@ -402,6 +405,13 @@ def build(config: BuildConfig, warn: Callable[[str], None], log: Callable[[str],
         log(f"calibrating ({config.calibrator}, {len(calib_samples)} samples)" if config.precision == "int8"
             else f"precision {config.precision}: no calibration")  # fmt: skip
         report["calibration"] = prepare_quantizers(loaded, config, calib_samples)
+        if config.min_cosine is not None and config.precision == "int8":
+            log(f"leaving the costliest quantizer roles in float until cosine to FP32 ≥ {config.min_cosine}")
+            report["calibration"]["auto_skip"] = _auto_skip(loaded, config, eval_samples)
+            if not report["calibration"]["auto_skip"]["reached"]:
+                note(f"--min-cosine {config.min_cosine} not reached: cosine to FP32 "
+                     f"{report['calibration']['auto_skip']['cosine_after_each_step'][-1]:.4f} after skipping "
+                     f"{len(report['calibration']['auto_skip']['skipped'])} role(s)")  # fmt: skip
         write_atomic(stage / "quant.json", quant_json(loaded.model, report["calibration"]))
         if config.float_dtype == "fp16":
             loaded.model.half()
@@ -462,6 +472,22 @@ def build(config: BuildConfig, warn: Callable[[str], None], log: Callable[[str],
                                       max_batch_size=config.batch[2], preferred_batch=config.batch[1])  # fmt: skip
         log(f"Triton model repository entry → {model_dir}")
     return report
+
+
+def _auto_skip(loaded: Loaded, config: BuildConfig, samples) -> dict[str, Any]:
+    """--min-cosine: greedily leave the most costly quantizer roles in float (see sensitivity)."""
+    from .sensitivity import greedy_skip
+
+    model, task = loaded.model, loaded.task
+    batches = _eval_inputs(loaded, config, samples)[:2]
+    state = {n: q.mode for n, q in quantizers(model).items()}
+    set_quantization(model, False)
+    runner = EagerRunner(model, INPUT_NAMES, task.outputs, name="eager")
+    fp32 = _run_all(runner, batches)
+    for name, q in quantizers(model).items():
+        q.mode = state[name]
+    return greedy_skip(model, batches, fp32, lambda: _run_all(runner, batches), task.agreement,
+                       _mask(batches, task), config.min_cosine)  # fmt: skip
 
 
 def _stage_dir(out: Path) -> Path:

@@ -63,3 +63,25 @@ def sweep(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], fp32: 
         row["gain"] = row["cosine_if_float"] - baseline
     rows.sort(key=lambda r: r["gain"], reverse=True)
     return {"baseline_cosine": baseline, "batches": len(batches), "roles": rows}
+
+
+def greedy_skip(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], fp32: dict[str, np.ndarray],
+                run: Callable[[], dict[str, np.ndarray]], agreement: str, mask, target: float,
+                max_roles: int = 4) -> dict[str, Any]:  # fmt: skip
+    """Leave the most costly roles in float, one at a time, until the mean output cosine to FP32
+    reaches `target` (or `max_roles` are skipped, or no role helps any more)."""
+    skipped: list[str] = []
+    history = []
+    for _ in range(max_roles + 1):
+        result = sweep(model, batches, fp32, run, agreement, mask)
+        history.append(result["baseline_cosine"])
+        best = result["roles"][0] if result["roles"] else None
+        if result["baseline_cosine"] >= target or len(skipped) == max_roles or best is None or best["gain"] <= 1e-3:
+            break
+        regex = glob_regex(best["role"])
+        for name, q in quantizers(model).items():
+            if regex.match(name):
+                q.disable()
+        skipped.append(best["role"])
+    return {"target_cosine": target, "skipped": skipped, "cosine_after_each_step": history,
+            "reached": history[-1] >= target}  # fmt: skip

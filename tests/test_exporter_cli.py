@@ -283,3 +283,16 @@ def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
     assert info.value.code == 0 and "--verbose" in capsys.readouterr().out
+
+
+def test_min_cosine_leaves_costly_roles_in_float(tiny_dir, tmp_path, capsys):
+    report = _build(tmp_path / "qa", "--task", "qa", "--model", str(tiny_dir), "--backend", "onnxruntime",
+                    "--min-cosine", "1.0", "--no-sensitivity")  # fmt: skip
+    auto = report["calibration"]["auto_skip"]
+    history = auto["cosine_after_each_step"]
+    assert not auto["reached"] and len(auto["skipped"]) <= 4
+    assert history == sorted(history) and len(history) == len(auto["skipped"]) + 1  # each skip helped
+    quant = json.loads((tmp_path / "qa" / "quant.json").read_text())
+    disabled = {row["name"] for row in quant["quantizers"] if row["mode"] == "disabled"}
+    assert len(disabled) == 2 * len(auto["skipped"])
+    assert "--min-cosine 1.0 not reached" in capsys.readouterr().err
