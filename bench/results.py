@@ -45,7 +45,7 @@ def _git_commit() -> str | None:
 
 
 def environment() -> dict[str, Any]:
-    from exporter.pipeline import versions
+    from exporter.checking import versions
 
     gpu = None
     if torch.cuda.is_available():

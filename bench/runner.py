@@ -51,13 +51,13 @@ class ModelBench:
     def tokenizer(self):
         from transformers import AutoTokenizer
 
-        from exporter.pipeline import default_model_dir
+        from exporter.preparation import default_model_dir
 
         return AutoTokenizer.from_pretrained(default_model_dir())
 
     @cached_property
     def fp32(self) -> torch.nn.Module:
-        from exporter.pipeline import default_model_dir
+        from exporter.preparation import default_model_dir
 
         if self.shape == "embedded":
             model = qdqbert.QDQBertModel.from_pretrained(default_model_dir())

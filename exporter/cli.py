@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_build(args: argparse.Namespace, log: Callable, warn: Callable) -> int:
-    from .pipeline import BuildConfig, build
+    from .pipeline import build
+    from .preparation import BuildConfig
     from .report import summary
 
     config = BuildConfig(
@@ -158,7 +159,7 @@ def _cmd_check(args: argparse.Namespace, log: Callable, warn: Callable) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace, log: Callable, warn: Callable) -> int:
-    from .pipeline import calibrate_checkpoint
+    from .commands import calibrate_checkpoint
 
     path = calibrate_checkpoint(args, warn, log)
     print(f"calibrated checkpoint → {path} (quant.json lists every amax)")
@@ -166,7 +167,7 @@ def _cmd_calibrate(args: argparse.Namespace, log: Callable, warn: Callable) -> i
 
 
 def _cmd_export(args: argparse.Namespace, log: Callable, warn: Callable) -> int:
-    from .pipeline import export_checkpoint
+    from .commands import export_checkpoint
 
     validation = export_checkpoint(args, warn, log)
     print(json.dumps({k: v for k, v in validation.items() if k != "op_counts"}, indent=1))

@@ -149,16 +149,8 @@ def _distill_loss(student, teacher, task: Task, temperature: float) -> torch.Ten
 
 
 def run_qat(args, warn, log):
-    from .pipeline import (
-        BuildConfig,
-        _discard,
-        _publish,
-        _stage_dir,
-        load,
-        prepare_quantizers,
-        quant_json,
-        validate_config,
-    )
+    from .preparation import BuildConfig, load, prepare_quantizers, quant_json, validate_config
+    from .staging import Staging
 
     if not 0 <= args.alpha <= 1:
         raise UsageError(f"--alpha {args.alpha}: use a weight between 0 and 1")
@@ -214,15 +206,12 @@ def run_qat(args, warn, log):
     model.eval()
     if rank == 0:
         log(f"loss {history[0]:.4f} → {history[-1]:.4f} over {total} steps")
-        stage = _stage_dir(config.out_dir)
-        try:
-            model.save_pretrained(stage)
-            loaded.tokenizer.save_pretrained(stage)
-            (stage / "quant.json").write_bytes(quant_json(model, {"method": config.calibrator}))
-            (stage / "qat.json").write_text(_history_json(history, args))
-            _publish(stage, config.out_dir)
-        finally:
-            _discard(stage, config.out_dir)
+        with Staging(config.out_dir) as staging:
+            model.save_pretrained(staging.path)
+            loaded.tokenizer.save_pretrained(staging.path)
+            (staging.path / "quant.json").write_bytes(quant_json(model, {"method": config.calibrator}))
+            (staging.path / "qat.json").write_text(_history_json(history, args))
+            staging.publish()
     return config.out_dir
 
 

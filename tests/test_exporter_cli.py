@@ -296,3 +296,17 @@ def test_min_cosine_leaves_costly_roles_in_float(tiny_dir, tmp_path, capsys):
     disabled = {row["name"] for row in quant["quantizers"] if row["mode"] == "disabled"}
     assert len(disabled) == 2 * len(auto["skipped"])
     assert "--min-cosine 1.0 not reached" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("parent_existed", [True, False])
+def test_strict_validation_failure_leaves_nothing(parent_existed, tiny_dir, tmp_path):
+    """A failure after export (--strict: residual adds left unquantized) removes the staging files,
+    the parent directory only if the build created it."""
+    if parent_existed:
+        (tmp_path / "existing").mkdir()
+    result = _cli("build", "--task", "qa", "--model", str(tiny_dir), "--skip-quant", "**add_local*", "--strict",
+                  "--out", "existing/qa", *FAST, cwd=tmp_path)  # fmt: skip
+    _assert_one_line_error(result, "(--strict)")
+    assert (tmp_path / "existing").is_dir() == parent_existed
+    if parent_existed:
+        assert not any((tmp_path / "existing").iterdir())
