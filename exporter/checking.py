@@ -15,8 +15,8 @@ import torch
 import qdqbert
 from engines import EagerRunner, compare, concat_outputs, measure_cpu, tolerance_check
 from engines.errors import EngineError
-from qdqbert import quantizers, set_quantization
-from qdqbert.quant import QuantMode
+from qdqbert import quantizers
+from qdqbert.quant import QuantMode, quantization_disabled
 
 from .preparation import BuildConfig, Loaded, eval_inputs
 from .tasks import INPUT_NAMES, Task
@@ -45,14 +45,11 @@ def check(loaded: Loaded, config: BuildConfig, onnx_path: Path, samples, engine_
     parity: dict[str, Any] = {}
     latency: dict[str, Any] = {}
     results = {"parity": parity, "latency": latency}
-    state = {n: q.mode for n, q in quantizers(model).items()}
-    set_quantization(model, False)
     fp32_ref = EagerRunner(model, INPUT_NAMES, task.outputs, name="eager-fp32")
-    fp32 = run_all(fp32_ref, batches)
-    fp32_subset = run_all(fp32_ref, batches[:2])
-    latency["eager-fp32"] = _latency(lambda: fp32_ref.run(opt_batch), opt_batch, config)
-    for name, q in quantizers(model).items():
-        q.mode = state[name]
+    with quantization_disabled(model):
+        fp32 = run_all(fp32_ref, batches)
+        fp32_subset = run_all(fp32_ref, batches[:2])
+        latency["eager-fp32"] = _latency(lambda: fp32_ref.run(opt_batch), opt_batch, config)
     reference = None
     if config.precision == "int8":
         quant_ref = EagerRunner(model, INPUT_NAMES, task.outputs, name="eager-fake-quant")
@@ -153,12 +150,9 @@ def auto_skip(loaded: Loaded, config: BuildConfig, samples) -> dict[str, Any]:
 
     model, task = loaded.model, loaded.task
     batches = eval_inputs(loaded, config, samples)[:2]
-    state = {n: q.mode for n, q in quantizers(model).items()}
-    set_quantization(model, False)
     runner = EagerRunner(model, INPUT_NAMES, task.outputs, name="eager")
-    fp32 = run_all(runner, batches)
-    for name, q in quantizers(model).items():
-        q.mode = state[name]
+    with quantization_disabled(model):
+        fp32 = run_all(runner, batches)
     return greedy_skip(model, batches, fp32, lambda: run_all(runner, batches), task.agreement,
                        eval_mask(batches, task), config.min_cosine)  # fmt: skip
 

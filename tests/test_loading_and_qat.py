@@ -103,3 +103,17 @@ def test_tensorflow_loader_names_the_missing_extra(tmp_path):
             qdqbert.load_tf_weights_in_qdqbert(qdqbert.QDQBertModel(tiny_config()), tmp_path / "model.ckpt")
     else:
         pytest.skip("tensorflow is installed; the missing-extra path cannot be exercised")
+
+
+def test_quantization_disabled_restores_every_mode_even_after_an_error():
+    from qdqbert.quant import quantization_disabled
+
+    model = qdqbert.QDQBertModel(tiny_config())
+    qs = quantizers(model)
+    skipped = "encoder.layer.1.attention.self.matmul_a_input_quantizer"
+    qs[skipped].disable()
+    with pytest.raises(RuntimeError), quantization_disabled(model):
+        assert {q.mode.value for q in qs.values()} == {"disabled"}
+        raise RuntimeError("boom")
+    assert qs[skipped].mode.value == "disabled"
+    assert all(q.mode.value == "quantize" for n, q in qs.items() if n != skipped)

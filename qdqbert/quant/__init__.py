@@ -2,7 +2,7 @@
 
 from .calib import CALIB_METHODS, HistogramCalibrator, MaxCalibrator, entropy_amax, mse_amax, percentile_amax
 from .descriptor import QUANT_DESC_8BIT_PER_TENSOR, QUANT_DESC_8BIT_WEIGHT_PER_CHANNEL, QuantDescriptor
-from .helpers import calibrate, quantizer_summary, quantizers, set_quantization
+from .helpers import calibrate, quantization_disabled, quantizer_summary, quantizers, set_quantization
 from .modules import QuantLinear
 from .tensor_quantizer import QuantMode, TensorQuantizer, fake_quant
 
@@ -21,6 +21,7 @@ __all__ = [
     "fake_quant",
     "mse_amax",
     "percentile_amax",
+    "quantization_disabled",
     "quantizer_summary",
     "quantizers",
     "set_quantization",

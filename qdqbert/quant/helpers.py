@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -27,6 +28,18 @@ def set_quantization(model: nn.Module, enabled: bool) -> None:
     """Turn every quantizer on (quantize mode) or off (the model then computes exactly in float)."""
     for q in quantizers(model).values():
         q.enable_quant() if enabled else q.disable()
+
+
+@contextlib.contextmanager
+def quantization_disabled(model: nn.Module) -> Iterator[None]:
+    """Run the model in float inside the block; every quantizer's mode is restored after, even on error."""
+    modes = {name: q.mode for name, q in quantizers(model).items()}
+    set_quantization(model, False)
+    try:
+        yield
+    finally:
+        for name, q in quantizers(model).items():
+            q.mode = modes[name]
 
 
 def _run(model: nn.Module, batch: Any) -> None:
