@@ -196,6 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written to --out", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug still gets one line; --verbose shows where
+        if args.verbose:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: internal error ({type(exc).__name__}: {first}); rerun with --verbose and report it",
+              file=sys.stderr)  # fmt: skip
+        return 3
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -82,9 +82,10 @@ class Loaded:
     missing: list[str]
 
 
-def load(config: BuildConfig, warn: Callable[[str], None]) -> Loaded:
+def load(config: BuildConfig, warn: Callable[[str], None], num_labels: int | None = None) -> Loaded:
     """The task's QDQBERT head on the checkpoint, plus its tokenizer. Random head weights (when the
-    checkpoint has none) come from `--seed`, so a rebuild or `check` gets the same ones."""
+    checkpoint has none) come from `--seed`, so a rebuild or `check` gets the same ones.
+    num_labels: the head size the training data needs (a trained head of another size is an error)."""
     task = get_task(config.task)
     directory = check_checkpoint_dir(config.model_dir)
     from transformers import AutoTokenizer
@@ -96,7 +97,12 @@ def load(config: BuildConfig, warn: Callable[[str], None]) -> Loaded:
             f"{directory} has no usable tokenizer ({type(exc).__name__}); save one beside the weights"
         ) from None
     torch.manual_seed(config.seed)
-    model, info = task.model_class.from_pretrained(directory, output_loading_info=True)
+    overrides = {}
+    if num_labels is not None:
+        from qdqbert.loading import load_config
+
+        overrides["config"] = load_config(directory, num_labels=num_labels)
+    model, info = task.model_class.from_pretrained(directory, output_loading_info=True, **overrides)
     missing = sorted(k for k in info["missing_keys"] if not k.endswith("_quantizer.amax"))
     if missing:
         warn(f"{directory.name} has no trained {task.name} head ({', '.join(missing[:4])}"

@@ -162,7 +162,7 @@ def run_qat(args, warn, log):
                          batch=(1, args.batch_size, args.batch_size))  # fmt: skip
     validate_config(config)
     train = data_mod.read_samples(args.train_data)
-    loaded = load(config, warn)
+    loaded = load(config, warn, num_labels=_num_labels(train, args.task))
     model, task = loaded.model, loaded.task
     qs = quantizers(model)
     if any(q.mode is QuantMode.QUANTIZE and not q.is_calibrated for q in qs.values()):
@@ -213,6 +213,20 @@ def run_qat(args, warn, log):
             (staging.path / "qat.json").write_text(_history_json(history, args))
             staging.publish()
     return config.out_dir
+
+
+def _num_labels(samples: list[data_mod.Sample], task: str) -> int | None:
+    """Head size the labels need, for the tasks whose head size is the number of classes."""
+    if task not in ("sequence-classification", "token-classification"):
+        return None
+    labels = [t for s in samples if s.label is not None for t in (s.label if isinstance(s.label, list) else [s.label])]
+    try:
+        values = [int(label) for label in labels]
+    except (TypeError, ValueError):
+        raise UsageError(f"--train-data for {task}: labels must be integers (class indices)") from None
+    if any(v < 0 for v in values):
+        raise UsageError(f"--train-data for {task}: labels must be class indices ≥ 0")
+    return max(values) + 1 if values and max(values) >= 1 else None
 
 
 def _history_json(history: list[float], args: Any) -> str:

@@ -65,16 +65,22 @@ def check_checkpoint_dir(path: str | os.PathLike) -> Path:
     return directory
 
 
+def load_config(directory: str | os.PathLike, **overrides):
+    """QDQBertConfig of a checkpoint directory (BERT or QDQBERT), with field overrides."""
+    from .configuration_qdqbert import QDQBertConfig
+
+    with _quiet_transformers():
+        return QDQBertConfig.from_pretrained(directory, **overrides)
+
+
 def from_pretrained_checked(load: Callable, cls: type, path: str | os.PathLike, *args, **kwargs) -> nn.Module:
     """transformers' from_pretrained on a validated local directory, errors turned into one line."""
-    from .configuration_qdqbert import QDQBertConfig
 
     local = Path(path).exists() or os.sep in str(path) or str(path).startswith(".")
     if local:
         directory = check_checkpoint_dir(path)
         if kwargs.get("config") is None:
-            with _quiet_transformers():
-                kwargs["config"] = QDQBertConfig.from_pretrained(directory)
+            kwargs["config"] = load_config(directory)
     wants_info = kwargs.pop("output_loading_info", False)
     try:
         with _quiet_transformers():

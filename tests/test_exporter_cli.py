@@ -310,3 +310,38 @@ def test_strict_validation_failure_leaves_nothing(parent_existed, tiny_dir, tmp_
     assert (tmp_path / "existing").is_dir() == parent_existed
     if parent_existed:
         assert not any((tmp_path / "existing").iterdir())
+
+
+def _labelled(tmp_path: Path) -> dict[str, Path]:
+    rows = [("The harbour was calm at dawn.", 0), ("The storm flooded the valley.", 1),
+            ("Bread rises slowly in a cool kitchen.", 0), ("Lightning struck near the stadium.", 1)]  # fmt: skip
+    (tmp_path / "cls.csv").write_text("text,label\n" + "".join(f'"{t}",{label}\n' for t, label in rows))
+    tokens = [{"tokens": t.rstrip(".").split(), "tags": [i % 3 for i in range(len(t.split()))]} for t, _ in rows]
+    (tmp_path / "tok.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tokens))
+    return {"sequence-classification": tmp_path / "cls.csv", "token-classification": tmp_path / "tok.jsonl"}
+
+
+@pytest.mark.parametrize("task,labels", [("sequence-classification", 2), ("token-classification", 3)])
+def test_qat_on_labelled_csv_and_jsonl(task, labels, tiny_dir, tmp_path):
+    data = _labelled(tmp_path)[task]
+    assert main(["qat", "--task", task, "--model", str(tiny_dir), "--train-data", str(data), "--out",
+                 str(tmp_path / "qat"), "--epochs", "20", "--lr", "3e-3", "--batch-size", "4", "--num-calib", "4",
+                 "--seq-len", "32"]) == 0  # fmt: skip
+    history = json.loads((tmp_path / "qat" / "qat.json").read_text())["loss"]
+    assert history[-1] < history[0]
+    assert qdqbert.QDQBertConfig.from_pretrained(tmp_path / "qat").num_labels == labels  # sized by the data
+    report = _build(tmp_path / "out", "--task", task, "--model", str(tmp_path / "qat"), "--backend", "onnxruntime")
+    assert report["head_trained"]
+
+
+def test_unexpected_errors_are_one_line_too(tiny_dir, tmp_path, monkeypatch, capsys):
+    import exporter.pipeline
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(exporter.pipeline, "export_onnx", broken)
+    assert main(["build", "--task", "qa", "--model", str(tiny_dir), "--out", str(tmp_path / "x"), *FAST]) == 3
+    err = capsys.readouterr().err
+    assert "error: internal error (ZeroDivisionError: division by zero); rerun with --verbose" in err
+    assert "Traceback" not in err and not (tmp_path / "x").exists()
