@@ -153,3 +153,17 @@ def test_quant_linear_weight_cache_follows_weight_and_amax():
     assert not torch.equal(first, second) and not torch.equal(second, third)
     expected = torch.nn.functional.linear(layer.input_quantizer(x), layer.weight_quantizer(layer.weight), layer.bias)
     assert torch.equal(third, expected)
+
+
+def test_calibration_state_follows_every_way_amax_changes():
+    q = TensorQuantizer()
+    assert not q.is_calibrated
+    q.set_amax(2.0)
+    assert q.is_calibrated
+    with torch.no_grad():
+        q.amax.fill_(float("nan"))  # in place (what weight init does)
+    assert not q.is_calibrated
+    q.load_state_dict({"amax": torch.tensor(3.0)})
+    assert q.is_calibrated
+    q.amax = torch.tensor(float("nan"))  # a new tensor (what checkpoint loading may do)
+    assert not q.is_calibrated

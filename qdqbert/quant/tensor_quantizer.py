@@ -45,11 +45,19 @@ class TensorQuantizer(nn.Module):
         self.register_buffer("amax", torch.full(shape, math.nan))
         self.mode = QuantMode.QUANTIZE
         self._calibrator: MaxCalibrator | HistogramCalibrator | None = None
+        self._calibrated_for: tuple | None = None
 
     # -- state machine ---------------------------------------------------------------------------
     @property
     def is_calibrated(self) -> bool:
-        return bool(torch.isfinite(self.amax).all())
+        # cached per amax storage and version: the check runs on every forward, and reading a CUDA
+        # tensor's value would synchronize the device each time
+        if self.amax.is_inference():  # inference tensors keep no version counter
+            return bool(torch.isfinite(self.amax).all())
+        key = (self.amax.data_ptr(), self.amax._version, self.amax.device)
+        if self._calibrated_for is None or self._calibrated_for[0] != key:
+            self._calibrated_for = (key, bool(torch.isfinite(self.amax).all()))
+        return self._calibrated_for[1]
 
     def enable_calib(self) -> None:
         """Collect statistics on every forward (the tensor passes through unquantized)."""
