@@ -210,3 +210,30 @@ def test_quantizer_placement_twenty_per_layer():
     )
     # embeddings, pooler and heads stay float
     assert not any("embeddings" in n or "qa_outputs" in n or "pooler" in n for n in names)
+
+
+@pytest.mark.parametrize("kind", ["relative_key", "relative_key_query"])
+def test_relative_attention_scores_match_a_loop_reference(kind):
+    """Shaw et al. / Huang et al. scores written out element by element (transformers 5 dropped these
+    position types, so the reference is the formula itself)."""
+    from qdqbert.modeling_qdqbert import QDQBertSelfAttention
+
+    torch.manual_seed(0)
+    config = tiny_config(position_embedding_type=kind, max_position_embeddings=16)
+    attn = QDQBertSelfAttention(config).eval()
+    set_quantization(attn, False)
+    x = torch.randn(1, 5, 32)
+    with torch.no_grad():
+        _, probs = attn(x, output_attentions=True)
+        q, k = attn._heads(attn.query(x)), attn._heads(attn.key(x))
+        table = attn.distance_embedding.weight
+    expected = torch.zeros(1, 4, 5, 5)
+    for h in range(4):
+        for i in range(5):
+            for j in range(5):
+                rel = table[i - j + 16 - 1]
+                score = q[0, h, i] @ k[0, h, j] + q[0, h, i] @ rel
+                if kind == "relative_key_query":
+                    score = score + k[0, h, j] @ rel
+                expected[0, h, i, j] = score / (32 // 4) ** 0.5
+    torch.testing.assert_close(probs, expected.softmax(-1), atol=1e-6, rtol=1e-5)
