@@ -47,9 +47,9 @@ def check(loaded: Loaded, config: BuildConfig, onnx_path: Path, samples, engine_
     results = {"parity": parity, "latency": latency}
     fp32_ref = EagerRunner(model, INPUT_NAMES, task.outputs, name="eager-fp32")
     with quantization_disabled(model):
-        fp32 = run_all(fp32_ref, batches)
-        fp32_subset = run_all(fp32_ref, batches[:2])
+        fp32_chunks = [fp32_ref.run(b) for b in batches]
         latency["eager-fp32"] = _latency(lambda: fp32_ref.run(opt_batch), opt_batch, config)
+    fp32 = concat_outputs(fp32_chunks)
     reference = None
     if config.precision == "int8":
         quant_ref = EagerRunner(model, INPUT_NAMES, task.outputs, name="eager-fake-quant")
@@ -62,7 +62,7 @@ def check(loaded: Loaded, config: BuildConfig, onnx_path: Path, samples, engine_
             from .sensitivity import sweep
 
             subset = batches[:2]
-            results["sensitivity"] = sweep(model, subset, fp32_subset, lambda: run_all(quant_ref, subset),
+            results["sensitivity"] = sweep(model, subset, concat_outputs(fp32_chunks[:2]), lambda: run_all(quant_ref, subset),
                                            task.agreement, eval_mask(subset, task))  # fmt: skip
 
     for level in ("basic", "all"):

@@ -20,6 +20,7 @@ from qdqbert.quant import CALIB_METHODS, QuantMode
 from . import data as data_mod
 from .errors import UsageError
 from .onnx_export import EXPORTERS
+from .staging import check_out_dir
 from .tasks import Task, get_task
 
 BACKENDS = ("auto", "tensorrt", "tensorrt-rtx", "onnxruntime")
@@ -133,9 +134,7 @@ def validate_config(config: BuildConfig) -> None:
     lo, opt, hi = config.batch
     if not 1 <= lo <= opt <= hi:
         raise UsageError(f"--batch {lo},{opt},{hi}: need 1 ≤ min ≤ opt ≤ max")
-    out = config.out_dir
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; pass a directory (it is created if missing)")
+    check_out_dir(config.out_dir)
     if config.min_cosine is not None and not 0 < config.min_cosine <= 1:
         raise UsageError(f"--min-cosine {config.min_cosine}: use a cosine in (0, 1], e.g. 0.95")
     if config.precision == "fp16" and config.float_dtype != "fp16":

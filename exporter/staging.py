@@ -11,13 +11,18 @@ from pathlib import Path
 from .errors import UsageError
 
 
+def check_out_dir(out: Path) -> None:
+    """--out may be missing (it is created) or a directory, never a file."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; pass a directory (it is created if missing)")
+
+
 class Staging:
     """`with Staging(out) as stage:` write into `stage.path`, then `stage.publish()`. On exit the
     staging directory is removed, and so is the parent of `out` if this created it and it is empty."""
 
     def __init__(self, out: Path) -> None:
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {out} is a file; pass a directory (it is created if missing)")
+        check_out_dir(out)
         self.out = out
         self._made_parent = not out.parent.exists()
         out.parent.mkdir(parents=True, exist_ok=True)
