@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="measure the matrix and write a results file")
-    run.add_argument("--quick", action="store_true", help="CI-sized subset: tiny model, b1 s128, four backends")
+    preset = run.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true", help="CI-sized subset: tiny model, b1 s128, four backends")
+    preset.add_argument("--gpu", action="store_true", help="the GPU table: BERT-base/large shapes, GPU backends")
     run.add_argument("--only", action="append", default=[], metavar="AXIS=V1,V2",
                      help="filter: model=…, batch=…, seq=…, backend=… (repeatable)")  # fmt: skip
     run.add_argument("--warmup", type=int, default=3, help="untimed runs per cell (default 3)")
@@ -51,12 +53,13 @@ def cmd_run(args) -> int:
     from . import matrix, results
     from .runner import ModelBench, Skip, run_cell
 
-    cells = matrix.cells(args.quick, matrix.parse_only(args.only))
+    preset = "quick" if args.quick else "gpu" if args.gpu else None
+    cells = matrix.cells(preset, matrix.parse_only(args.only))
     if not cells:
         print("error: --only selects no cell", file=sys.stderr)
         return 2
     out = {"format_version": results.FORMAT_VERSION, "environment": results.environment(),
-           "settings": {"warmup": args.warmup, "iters": args.iters, "quick": args.quick, "only": args.only},
+           "settings": {"warmup": args.warmup, "iters": args.iters, "preset": preset, "only": args.only},
            "backends": {k: v[1] for k, v in matrix.BACKENDS.items()}, "cells": {}}  # fmt: skip
     benches, references = {}, {}
     with tempfile.TemporaryDirectory(prefix="qdqbert-bench-") as work:

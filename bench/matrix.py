@@ -24,17 +24,25 @@ BACKENDS = {
     "eager-fp32": (False, "PyTorch eager, float32"),
     "eager-fake-quant": (False, "PyTorch eager with fake-quant nodes (the INT8 reference)"),
     "eager-fp16": (True, "PyTorch eager, float16"),
-    "compile-fp16": (True, "torch.compile(mode='max-autotune') float16 with CUDA graphs, the strongest PyTorch peer"),
+    "compile-fp16": (
+        True,
+        "torch.compile(mode='reduce-overhead') float16 with CUDA graphs, the strongest PyTorch peer",
+    ),
     "ort-fp32": (False, "ONNX Runtime, FP32 export, all optimizations"),
+    "ort-cuda-fp32": (True, "ONNX Runtime CUDA execution provider, FP32 export, IO binding on GPU tensors"),
     "ort-int8-qdq": (False, "ONNX Runtime running our TensorRT-style Q/DQ graph, all optimizations"),
     "ort-int8-qdq-u8": (False, "the same graph with activation Q/DQ rewritten to uint8/128 (same values)"),
     "ort-quantize-dynamic": (False, "peer: onnxruntime.quantization.quantize_dynamic, per-channel int8 weights"),
     "ort-quantize-static": (False, "peer: onnxruntime.quantization.quantize_static, QDQ, per-channel, MinMax"),
     "tensorrt-int8": (True, "TensorRT / TensorRT-RTX engine from our Q/DQ graph"),
+    "tensorrt-int8-graph": (True, "the same engine replayed as a CUDA graph (launch overhead removed)"),
     "tensorrt-fp16": (True, "TensorRT / TensorRT-RTX engine from an FP16 export"),
 }
 QUICK = {"model": ("tiny",), "batch": (1,), "seq": (128,),
          "backend": ("eager-fp32", "eager-fake-quant", "ort-fp32", "ort-int8-qdq")}  # fmt: skip
+# --gpu: what the nightly GPU run measures (the BERT shapes on the GPU backends)
+GPU = {"model": ("bert-base", "bert-large"), "batch": BATCHES, "seq": SEQUENCES,
+       "backend": tuple(name for name, (gpu, _) in BACKENDS.items() if gpu) + ("eager-fp32", "eager-fake-quant")}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,10 @@ def parse_only(items: list[str]) -> dict[str, set[str]]:
     return filters
 
 
-def cells(quick: bool = False, only: dict[str, set[str]] | None = None) -> list[Cell]:
-    axes = QUICK if quick else {"model": tuple(MODELS), "batch": BATCHES, "seq": SEQUENCES, "backend": tuple(BACKENDS)}
+def cells(preset: str | None = None, only: dict[str, set[str]] | None = None) -> list[Cell]:
+    """The matrix, or a preset ("quick", "gpu"), filtered by --only."""
+    full = {"model": tuple(MODELS), "batch": BATCHES, "seq": SEQUENCES, "backend": tuple(BACKENDS)}
+    axes = {"quick": QUICK, "gpu": GPU, None: full}[preset]
     selected = []
     for model, batch, seq, backend in itertools.product(axes["model"], axes["batch"], axes["seq"], axes["backend"]):
         cell = Cell(model, batch, seq, backend)

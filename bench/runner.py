@@ -13,6 +13,7 @@ import torch
 
 import qdqbert
 from engines import compare, measure_cpu, measure_cuda
+from engines.errors import EngineError
 from exporter import data
 from exporter.onnx_export import export_onnx
 from exporter.tasks import INPUT_NAMES, get_task
@@ -153,7 +154,8 @@ def run_cell(bench: ModelBench, cell: Cell, reference_cache: dict, warmup: int, 
     needs_gpu = BACKENDS[cell.backend][0] or bench.needs_gpu
     if needs_gpu and not bench.cuda:
         raise Skip("needs a CUDA GPU")
-    device = "cuda" if bench.cuda and (cell.backend.startswith(("eager", "compile", "tensorrt"))) else "cpu"
+    on_gpu = cell.backend.startswith(("eager", "compile", "tensorrt")) or cell.backend == "ort-cuda-fp32"
+    device = "cuda" if bench.cuda and on_gpu else "cpu"
     inputs = bench.inputs(cell.batch, cell.seq)
     ref_key = (cell.model, cell.batch, cell.seq)
     if ref_key not in reference_cache:
@@ -163,8 +165,15 @@ def run_cell(bench: ModelBench, cell: Cell, reference_cache: dict, warmup: int, 
     run, run_once = _runner(bench, cell, inputs, device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-        timing = measure_cuda(run, batch=cell.batch, warmup=warmup, iters=iters)
-        memory = {"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+        if cell.backend.startswith("ort"):  # ORT returns when its own stream is done: time on the host
+            timing = measure_cpu(run, batch=cell.batch, warmup=warmup, iters=iters)
+        else:
+            timing = measure_cuda(run, batch=cell.batch, warmup=warmup, iters=iters)
+        if cell.backend.startswith(("eager", "compile")):
+            memory = {"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+        else:  # the library allocates outside torch: what the whole device has in use
+            free, total = torch.cuda.mem_get_info()
+            memory = {"gpu_used_mb": round((total - free) / 2**20, 1)}
     else:
         timing = measure_cpu(run, batch=cell.batch, warmup=warmup, iters=iters)
         memory = {"rss_mb": _rss_mb()}
@@ -183,7 +192,7 @@ def _runner(bench: ModelBench, cell: Cell, inputs: dict[str, torch.Tensor], devi
         if backend in ("eager-fp16", "compile-fp16"):
             model = model.half()
         if backend == "compile-fp16":
-            model = torch.compile(model, mode="max-autotune")
+            model = torch.compile(model, mode="reduce-overhead")  # CUDA graphs, no GEMM autotuning
         feed = {k: v.to(device) for k, v in inputs.items()}
 
         def run():
@@ -194,18 +203,29 @@ def _runner(bench: ModelBench, cell: Cell, inputs: dict[str, torch.Tensor], devi
     if backend.startswith("ort"):
         from engines.ort_runner import OnnxRuntimeRunner
 
-        path = {"ort-fp32": "onnx_fp32", "ort-int8-qdq": "onnx_int8", "ort-int8-qdq-u8": "onnx_int8",
-                "ort-quantize-dynamic": "onnx_dynamic", "ort-quantize-static": "onnx_static"}[backend]  # fmt: skip
+        path = {"ort-fp32": "onnx_fp32", "ort-cuda-fp32": "onnx_fp32", "ort-int8-qdq": "onnx_int8",
+                "ort-int8-qdq-u8": "onnx_int8", "ort-quantize-dynamic": "onnx_dynamic",
+                "ort-quantize-static": "onnx_static"}[backend]  # fmt: skip
+        provider = "cuda" if device == "cuda" else "cpu"
         try:
-            runner = OnnxRuntimeRunner(getattr(bench, path), level="all", unsigned_activations=backend.endswith("-u8"))
-        except ImportError as exc:
+            runner = OnnxRuntimeRunner(getattr(bench, path), level="all", provider=provider,
+                                       unsigned_activations=backend.endswith("-u8"))  # fmt: skip
+        except (ImportError, EngineError) as exc:
             raise Skip(str(exc)) from None
         feed = {k: v.numpy() for k, v in inputs.items()}
-        return (lambda: runner.run(feed)), (lambda: runner.run(feed)["last_hidden_state"].astype(np.float32))
+        once = lambda: runner.run(feed)["last_hidden_state"].astype(np.float32)  # noqa: E731
+        if provider == "cuda":
+            on_device = {k: v.to(device) for k, v in inputs.items()}
+            return (lambda: runner.run_torch(on_device)), once
+        return (lambda: runner.run(feed)), once
     if backend.startswith("tensorrt"):
         from engines.trt_runner import TensorRTRunner
 
-        runner = TensorRTRunner(bench.engine(backend.split("-")[1], cell.batch, cell.seq))
+        plan = bench.engine(backend.split("-")[1], cell.batch, cell.seq)
+        try:
+            runner = TensorRTRunner(plan, cuda_graph=backend.endswith("-graph"))
+        except EngineError as exc:  # e.g. TensorRT-RTX on a GPU it does not support
+            raise Skip(str(exc)) from None
         feed = {k: v.to(runner.device) for k, v in inputs.items()}
         return (lambda: runner.run_torch(feed)), (lambda: runner.run(feed)["last_hidden_state"])
     raise Skip(f"unknown backend {backend}")

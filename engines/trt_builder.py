@@ -113,6 +113,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, profiles: list[Pr
         raise EngineError(f"{flavor} parser rejected {onnx_path.name}: " + "; ".join(errors[:5])
                           + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""))  # fmt: skip
     config = builder.create_builder_config()
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer types and dtypes for the inspector
     if options.workspace_mib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
     if options.optimization_level is not None:
@@ -156,10 +157,29 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, profiles: list[Pr
         "inputs": [_io(network.get_input(i)) for i in range(network.num_inputs)],
         "outputs": [_io(network.get_output(i)) for i in range(network.num_outputs)],
         "layers": network.num_layers,
+        "layer_precisions": _layer_precisions(trt, serialized, flavor, options.compute_capabilities),
     }
     write_atomic(plan_path, bytes(serialized))
     write_atomic(plan_path.with_name("engine.json"), (json.dumps(meta, indent=2) + "\n").encode())
     return meta
+
+
+def _layer_precisions(trt, serialized, flavor: str, compute_capabilities: list[str] | None) -> dict[str, Any]:
+    """The engine inspector's layer summary where this machine can deserialize the plan; else why not."""
+    import torch
+
+    from .layers import inspect_engine
+    from .trt_runner import check_compatible
+
+    try:
+        check_compatible({"flavor": flavor, "library_version": trt.__version__,
+                          "compute_capabilities": compute_capabilities}, trt, torch)  # fmt: skip
+    except EngineError as exc:
+        return {"unavailable": f"the engine inspector reads a deserialized engine: {exc}"}
+    engine = trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(serialized)
+    if engine is None:
+        return {"unavailable": f"{flavor} could not deserialize the plan on this GPU"}
+    return inspect_engine(engine, trt)
 
 
 def _strongly_typed_flag(trt) -> int:
@@ -171,7 +191,7 @@ def _compute_capability(trt, text: str):
     enum = trt.ComputeCapability
     name = "SM" + text.replace(".", "")
     if not hasattr(enum, name):
-        known = [n[2:3] + "." + n[3:] for n in dir(enum) if n.startswith("SM")]
+        known = [f"{n[2:-1]}.{n[-1]}" for n in enum.__members__ if n.startswith("SM")]
         raise EngineError(f"compute capability {text} is not a TensorRT-RTX target; use one of {', '.join(known)}")
     return getattr(enum, name)
 
@@ -197,5 +217,13 @@ def _save_timing_cache(config, path: str) -> None:
 
 def engine_facts(meta: dict[str, Any]) -> dict[str, Any]:
     """The short engine summary for reports."""
-    keys = ("flavor", "library_version", "plan_bytes", "build_seconds", "compute_capabilities", "layers")
+    keys = (
+        "flavor",
+        "library_version",
+        "plan_bytes",
+        "build_seconds",
+        "compute_capabilities",
+        "layers",
+        "layer_precisions",
+    )
     return {k: meta.get(k) for k in keys} | {"profiles": len(meta.get("profiles", []))}

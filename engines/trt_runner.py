@@ -52,14 +52,28 @@ def check_compatible(meta: dict[str, Any], trt, torch) -> None:
     if not torch.cuda.is_available():
         raise EngineError(f"running a {meta.get('flavor')} plan needs a CUDA GPU and none is visible here")
     major, minor = torch.cuda.get_device_capability()
+    gpu = f"{torch.cuda.get_device_name()}, compute capability {major}.{minor}"
+    runs_on = getattr(trt, "ComputeCapability", None)
+    if meta.get("flavor") == "tensorrt-rtx" and runs_on is not None and f"SM{major}{minor}" not in runs_on.__members__:
+        raise EngineError(f"TensorRT-RTX engines do not run on this GPU ({gpu}); use full TensorRT there "
+                          "(docker/Dockerfile, --backend tensorrt)")  # fmt: skip
     targets = meta.get("compute_capabilities")
     if targets and f"{major}.{minor}" not in targets:
-        raise EngineError(f"the plan targets compute capability {', '.join(targets)}; this GPU "
-                          f"({torch.cuda.get_device_name()}) is {major}.{minor}: rebuild with --compute-capability {major}.{minor}")  # fmt: skip
+        raise EngineError(f"the plan targets compute capability {', '.join(targets)}; this GPU is {gpu}: "
+                          f"rebuild with --compute-capability {major}.{minor}")  # fmt: skip
 
 
 class TensorRTRunner(Runner):
-    def __init__(self, plan: str | Path, *, device: int = 0, name: str | None = None) -> None:
+    """Runs a plan on the caller's current torch CUDA stream: inputs are copied, the engine enqueued and
+    outputs allocated on that stream, so CUDA events on it time exactly the engine's work, and `run_torch`
+    returns without synchronizing.
+
+    cuda_graph: replay a CUDA graph per input shape instead of launching every kernel (launch-bound
+    small batches gain most). TensorRT-RTX captures natively (its runtime config); full TensorRT is
+    captured here with static input/output buffers, so `run_torch` then returns those buffers, which the
+    next call overwrites (clone to keep them)."""
+
+    def __init__(self, plan: str | Path, *, device: int = 0, name: str | None = None, cuda_graph: bool = False) -> None:
         import torch
 
         plan = Path(plan)
@@ -68,23 +82,38 @@ class TensorRTRunner(Runner):
         check_compatible(self.meta, trt, torch)
         self._torch, self._trt = torch, trt
         self.device = torch.device("cuda", device)
-        self.name = name or self.meta["flavor"]
+        self.cuda_graph = cuda_graph
+        self.name = name or self.meta["flavor"] + ("-cuda-graph" if cuda_graph else "")
         self._logger = trt.Logger(trt.Logger.ERROR)
         self._runtime = trt.Runtime(self._logger)
         with torch.cuda.device(self.device):
             self.engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
-        if self.engine is None:
-            raise EngineError(f"{self.meta['flavor']} could not deserialize {plan} (corrupt, or built for another GPU)")
-        self.stream = torch.cuda.Stream(self.device)
-        self.contexts = []
-        for index in range(self.engine.num_optimization_profiles):
-            context = self.engine.create_execution_context()
-            context.set_optimization_profile_async(index, self.stream.cuda_stream)
-            self.contexts.append(context)
+            if self.engine is None:
+                raise EngineError(
+                    f"{self.meta['flavor']} could not deserialize {plan} (corrupt, or built for another GPU)"
+                )
+            # TensorRT-RTX captures CUDA graphs itself, per shape, once its JIT kernels exist
+            self._native_graphs = cuda_graph and hasattr(trt, "CudaGraphStrategy")
+            stream = torch.cuda.current_stream(self.device)
+            self.contexts = []
+            for index in range(self.engine.num_optimization_profiles):
+                context = self._create_context()
+                context.set_optimization_profile_async(index, stream.cuda_stream)
+                self.contexts.append(context)
+            stream.synchronize()
+        self._graphs: dict[tuple, tuple[Any, dict[str, Any], dict[str, Any]]] = {}
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self._inputs = [self._spec(n) for n in names if is_input[n]]
         self._outputs = [self._spec(n) for n in names if not is_input[n]]
+
+    def _create_context(self):
+        if not hasattr(self.engine, "create_runtime_config"):
+            return self.engine.create_execution_context()
+        config = self.engine.create_runtime_config()
+        if self._native_graphs:
+            config.cuda_graph_strategy = self._trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+        return self.engine.create_execution_context(config)
 
     def _spec(self, name: str) -> TensorSpec:
         dtype = str(self.engine.get_tensor_dtype(name)).split(".")[-1].lower()
@@ -103,34 +132,78 @@ class TensorRTRunner(Runner):
         received = ", ".join(f"{n} {s}" for n, s in shapes.items())
         raise EngineError(f"{self.name}: input shapes {received} fit no optimization profile ({'; '.join(ranges[:3])})")
 
-    def run_torch(self, feed: dict[str, Any]) -> dict[str, Any]:
-        """Run on device tensors; returns device tensors (for latency: no host copies)."""
+    def _bind(self, context, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Set shapes and addresses; allocate the outputs (on the current stream)."""
         torch = self._torch
-        self.check_feed(feed)
-        tensors = {k: torch.as_tensor(v).to(self.device).contiguous() for k, v in feed.items()}
-        shapes = {k: tuple(v.shape) for k, v in tensors.items()}
-        index = self._profile_for(shapes)
-        context = self.contexts[index]
-        for name, tensor in tensors.items():
-            context.set_input_shape(name, tensor.shape)
+        for name, tensor in inputs.items():
+            context.set_input_shape(name, tuple(tensor.shape))
             context.set_tensor_address(name, tensor.data_ptr())
         outputs = {}
         for spec in self._outputs:
             shape = tuple(context.get_tensor_shape(spec.name))
             outputs[spec.name] = torch.empty(shape, dtype=getattr(torch, spec.dtype), device=self.device)
             context.set_tensor_address(spec.name, outputs[spec.name].data_ptr())
-        if not context.execute_async_v3(self.stream.cuda_stream):
+        return outputs
+
+    def _enqueue(self, context, stream, shapes) -> None:
+        if not context.execute_async_v3(stream.cuda_stream):
             raise EngineError(f"{self.name}: execute_async_v3 failed for shapes {shapes}")
-        self.stream.synchronize()
+
+    def run_torch(self, feed: dict[str, Any]) -> dict[str, Any]:
+        """Enqueue on the current stream; returns device tensors without synchronizing."""
+        torch = self._torch
+        self.check_feed(feed)
+        stream = torch.cuda.current_stream(self.device)
+        tensors = {k: torch.as_tensor(v).to(self.device, non_blocking=True).contiguous() for k, v in feed.items()}
+        shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+        index = self._profile_for(shapes)
+        if self.cuda_graph and not self._native_graphs:
+            return self._replay(index, tensors, shapes, stream)
+        outputs = self._bind(self.contexts[index], tensors)
+        self._enqueue(self.contexts[index], stream, shapes)
+        return outputs
+
+    def _replay(self, index: int, tensors: dict[str, Any], shapes: dict, stream) -> dict[str, Any]:
+        """Full TensorRT: capture one graph per (profile, shapes) into static buffers, then replay."""
+        torch = self._torch
+        key = (index, tuple(sorted(shapes.items())))
+        if key not in self._graphs:
+            context = self.contexts[index]
+            static_inputs = {k: v.clone() for k, v in tensors.items()}
+            outputs = self._bind(context, static_inputs)
+            if not context.is_stream_capturable(stream.cuda_stream):
+                raise EngineError(
+                    f"{self.name}: this engine cannot be captured in a CUDA graph; run it without cuda_graph"
+                )
+            self._enqueue(context, stream, shapes)  # a first launch settles shape-dependent state before capture
+            graph = torch.cuda.CUDAGraph()
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(stream)
+            with torch.cuda.graph(graph, stream=side):
+                self._enqueue(context, side, shapes)
+            stream.wait_stream(side)
+            self._graphs[key] = (graph, static_inputs, outputs)
+        graph, static_inputs, outputs = self._graphs[key]
+        for name, tensor in tensors.items():
+            static_inputs[name].copy_(tensor, non_blocking=True)
+        graph.replay()
         return outputs
 
     def run(self, feed: dict[str, Any]) -> dict[str, np.ndarray]:
         return {k: v.float().cpu().numpy() for k, v in self.run_torch(feed).items()}
 
+    def layer_summary(self) -> dict[str, Any]:
+        """The engine inspector's layer-precision summary (see engines.layers)."""
+        from .layers import inspect_engine
+
+        return inspect_engine(self.engine, self._trt)
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "backend": self.meta["flavor"], "version": self.meta["library_version"],
-                "gpu": self._torch.cuda.get_device_name(self.device), "profiles": len(self.contexts)}  # fmt: skip
+                "gpu": self._torch.cuda.get_device_name(self.device), "profiles": len(self.contexts),
+                "cuda_graph": self.cuda_graph}  # fmt: skip
 
     def close(self) -> None:
+        self._graphs = {}
         self.contexts = []
         self.engine = None

@@ -25,6 +25,17 @@ def parity_rows(report: dict[str, Any]) -> list[tuple[str, str, str, dict]]:
     return rows
 
 
+def _layers(summary: dict[str, Any] | None) -> str:
+    """engine.json's layer_precisions in one line."""
+    if not summary or "unavailable" in summary or "detail" in summary:
+        return (summary or {}).get("unavailable") or (summary or {}).get("detail") or "—"
+    precisions = ", ".join(f"{k} {v}" for k, v in summary["by_input_precision"].items())
+    gemms = summary["gemm_layers_not_int8"]
+    return f"{summary['layers']} layers by input precision: {precisions}; GEMM layers not in int8: " + (
+        ", ".join(gemms[:10]) + (f" (+{len(gemms) - 10})" if len(gemms) > 10 else "") if gemms else "none"
+    )
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     inputs, export = report["inputs"], report.get("export", {})
     validation = export.get("validation", {})
@@ -56,7 +67,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if "skipped" in engine:
         lines.append(f"- not built: {engine['skipped']}")
     else:
-        lines += [f"- {k}: {_fmt(v)}" for k, v in engine.items()]
+        lines += [f"- {k}: {_layers(v) if k == 'layer_precisions' else _fmt(v)}" for k, v in engine.items()]
     lines += ["", "## Parity", "", "| backend | reference | output | max abs | mean abs | cosine | agreement |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
     for backend, ref, output, m in parity_rows(report):
@@ -81,6 +92,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     for backend, entry in report.get("parity", {}).items():
         if "skipped" in entry or "error" in entry:
             lines.append(f"\n- {backend}: {entry.get('skipped') or entry.get('error')}")
+        elif "identical_to" in entry:
+            same = entry["identical_to"]
+            lines.append(
+                f"\n- {backend}: outputs {'identical to ' + same if same else 'DIFFER from the launched engine'}"
+            )
     sweep = report.get("sensitivity")
     if sweep:
         lines += ["", "## Sensitivity: which quantizers cost accuracy", "",

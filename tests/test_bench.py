@@ -88,7 +88,18 @@ def test_only_filter_validation(capsys):
 def test_matrix_filters(only, count):
     from bench.matrix import cells, parse_only
 
-    assert len(cells(False, parse_only(only))) == count
+    assert len(cells(None, parse_only(only))) == count
+
+
+def test_gpu_preset_is_the_gpu_table():
+    from bench.matrix import BACKENDS, cells
+
+    gpu = cells("gpu")
+    assert {c.model for c in gpu} == {"bert-base", "bert-large"} and {c.batch for c in gpu} == {1, 8, 32}
+    assert {c.seq for c in gpu} == {128, 384}
+    backends = {c.backend for c in gpu}
+    assert {"eager-fp32", "eager-fp16", "eager-fake-quant", "compile-fp16", "tensorrt-int8"} <= backends
+    assert all(BACKENDS[b][0] or b.startswith("eager") for b in backends)
 
 
 @pytest.mark.parametrize("command", ["run", "compare", "report", "overhead"])

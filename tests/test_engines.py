@@ -51,6 +51,64 @@ def test_rtx_builds_tiny_graph_and_describes_it(tiny_qa_onnx, tmp_path):
     from engines.files import sha256_file
 
     assert meta["onnx_sha256"] == sha256_file(tiny_qa_onnx)
+    if not torch.cuda.is_available():  # the inspector needs a deserialized engine: say why there is none
+        assert "needs a CUDA GPU" in meta["layer_precisions"]["unavailable"]
+
+
+# Inspector JSON in the two documented schemas: TensorRT 10 / RTX ("Format/Datatype" text) and
+# TensorRT 11 ("DataType" split out). A fused INT8 GEMM, a float one and a Myelin region.
+INSPECTOR_10 = {"Layers": [
+    {"Name": "attn.q + qdq", "LayerType": "CaskGemmMatrixMultiply",
+     "Inputs": [{"Name": "x", "Format/Datatype": "Row major linear Int8 format"}],
+     "Outputs": [{"Name": "y", "Format/Datatype": "Row major linear FP16 format"}]},
+    {"Name": "pooler.dense", "LayerType": "CaskGemmMatrixMultiply",
+     "Inputs": [{"Name": "h", "Format/Datatype": "Row major linear FP32 format"}]},
+    {"Name": "{ForeignNode[layernorm]}", "LayerType": "Myelin",
+     "Inputs": [{"Name": "z", "Format/Datatype": "Row major linear FP32 format"}]},
+]}  # fmt: skip
+INSPECTOR_11 = {"Layers": [
+    {"Name": "attn.q + qdq", "LayerType": "CaskGemmMatrixMultiply", "Inputs": [{"DataType": "Int8"}]},
+    {"Name": "pooler.dense", "LayerType": "CaskGemmMatrixMultiply", "Inputs": [{"DataType": "Half"}]},
+    {"Name": "{ForeignNode[layernorm]}", "LayerType": "Myelin", "Inputs": [{"DataType": "Float"}]},
+]}  # fmt: skip
+
+
+def test_layer_summary_reads_both_inspector_schemas():
+    from engines.layers import layer_summary
+
+    old = layer_summary(json.dumps(INSPECTOR_10))
+    assert old["layers"] == 3 and old["by_input_precision"] == {"fp32": 2, "int8": 1}
+    assert old["by_type"] == {"CaskGemmMatrixMultiply": 2, "Myelin": 1}
+    assert old["gemm_layers_not_int8"] == ["pooler.dense"]
+    new = layer_summary(INSPECTOR_11)
+    assert new["by_input_precision"] == {"int8": 1, "fp16": 1, "fp32": 1}
+    assert new["gemm_layers_not_int8"] == ["pooler.dense"]
+    assert "DETAILED" in layer_summary({"Layers": ["a", "b"]})["detail"]
+
+
+@needs_rtx
+def test_rtx_refuses_gpus_it_cannot_run_on():
+    """TensorRT-RTX's own list of compute capabilities decides; an H100 (9.0) is not on it."""
+    from types import SimpleNamespace
+
+    import tensorrt_rtx
+
+    from engines.trt_builder import _compute_capability
+    from engines.trt_runner import check_compatible
+
+    def gpu(major, minor, name):
+        cuda = SimpleNamespace(is_available=lambda: True, get_device_capability=lambda: (major, minor),
+                               get_device_name=lambda: name)  # fmt: skip
+        return SimpleNamespace(cuda=cuda)
+
+    meta = {"flavor": "tensorrt-rtx", "library_version": tensorrt_rtx.__version__, "compute_capabilities": None}
+    with pytest.raises(EngineError, match=r"do not run on this GPU \(NVIDIA H100.*9\.0\); use full TensorRT"):
+        check_compatible(meta, tensorrt_rtx, gpu(9, 0, "NVIDIA H100 80GB HBM3"))
+    check_compatible(meta, tensorrt_rtx, gpu(8, 9, "NVIDIA L4"))
+    with pytest.raises(EngineError, match="rebuild with --compute-capability 8.9"):
+        check_compatible(meta | {"compute_capabilities": ["8.6"]}, tensorrt_rtx, gpu(8, 9, "NVIDIA L4"))
+    with pytest.raises(EngineError, match=r"use one of .*8\.9.*12\.0"):
+        _compute_capability(tensorrt_rtx, "9.0")
 
 
 @pytest.mark.tensorrt
@@ -147,22 +205,37 @@ def test_runtime_refuses_truncated_foreign_or_gpu_less_plans(tiny_qa_onnx, tmp_p
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
-@needs_rtx
-def test_rtx_engine_matches_onnxruntime_on_gpu(tiny_qa_onnx, tmp_path):
+@pytest.mark.parametrize("flavor", ["tensorrt", "tensorrt-rtx"])
+def test_engine_on_gpu_matches_onnxruntime_with_and_without_cuda_graphs(tiny_qa_onnx, tmp_path, flavor):
+    if flavor not in available_flavors():
+        pytest.skip(f"{flavor} is not installed here")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU here: TensorRT engines only run on a GPU")
-    major, minor = torch.cuda.get_device_capability()
-    if f"{major}.{minor}" not in ("8.0", "8.6", "8.9", "12.0"):
-        pytest.skip(f"TensorRT-RTX engines do not run on compute capability {major}.{minor}")
     from engines.ort_runner import OnnxRuntimeRunner
+    from engines.trt_builder import BuildOptions
     from engines.trt_runner import TensorRTRunner
 
-    build_engine(tiny_qa_onnx, tmp_path / "model.plan", [PROFILE])
+    meta = build_engine(tiny_qa_onnx, tmp_path / "model.plan", [PROFILE], BuildOptions(flavor=flavor))
+    try:
+        launched = TensorRTRunner(tmp_path / "model.plan")
+    except EngineError as exc:  # TensorRT-RTX on a GPU it does not support (e.g. the H100, 9.0)
+        pytest.skip(str(exc))
     batch = padded_batch()
-    with TensorRTRunner(tmp_path / "model.plan") as trt, OnnxRuntimeRunner(tiny_qa_onnx) as ort:
-        got, want = trt.run(batch), ort.run(batch)
-    for name in want:
-        np.testing.assert_allclose(got[name], want[name], atol=5e-2)
+    with launched, TensorRTRunner(tmp_path / "model.plan", cuda_graph=True) as graphed:
+        with OnnxRuntimeRunner(tiny_qa_onnx) as ort:
+            want = ort.run(batch)
+        got = launched.run(batch)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], atol=5e-2)
+        graphed.run(padded_batch(seed=1))  # capture with other values; replays copy into its static buffers
+        replayed = graphed.run(batch)
+        for name in got:
+            np.testing.assert_array_equal(replayed[name], got[name])
+        summary = launched.layer_summary()
+        assert summary["layers"] > 0 and sum(summary["by_input_precision"].values()) == summary["layers"]
+        with pytest.raises(EngineError, match="fit no optimization profile"):
+            launched.run(padded_batch(seq=80))
+    assert meta["layer_precisions"].get("layers", 0) > 0  # built on a GPU that runs it: inspected at build time
 
 
 def test_onnxruntime_runner_errors(tiny_qa_onnx, tmp_path):
