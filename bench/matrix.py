@@ -32,6 +32,7 @@ BACKENDS = {
     "ort-cuda-fp32": (True, "ONNX Runtime CUDA execution provider, FP32 export, IO binding on GPU tensors"),
     "ort-int8-qdq": (False, "ONNX Runtime running our TensorRT-style Q/DQ graph, all optimizations"),
     "ort-int8-qdq-u8": (False, "the same graph with activation Q/DQ rewritten to uint8/128 (same values)"),
+    "ort-int8-qdq-gemm": (False, "our Q/DQ graph with the residual adds left in float: the ops the peers quantize"),
     "ort-quantize-dynamic": (False, "peer: onnxruntime.quantization.quantize_dynamic, per-channel int8 weights"),
     "ort-quantize-static": (False, "peer: onnxruntime.quantization.quantize_static, QDQ, per-channel, MinMax"),
     "tensorrt-int8": (True, "TensorRT / TensorRT-RTX engine from our Q/DQ graph"),

@@ -102,6 +102,16 @@ class ModelBench:
         return self._export("int8", self.fake_quant)
 
     @cached_property
+    def onnx_int8_gemm(self) -> Path:
+        """Q/DQ on the GEMMs only: the residual adds left in float (`--skip-quant '*.add_*'`), the
+        same ops ONNX Runtime's own quantizers quantize."""
+        model = copy.deepcopy(self.fake_quant)
+        for name, quantizer in qdqbert.quantizers(model).items():
+            if ".add_" in name:
+                quantizer.disable()
+        return self._export("int8-gemm", model)
+
+    @cached_property
     def onnx_dynamic(self) -> Path:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -204,7 +214,7 @@ def _runner(bench: ModelBench, cell: Cell, inputs: dict[str, torch.Tensor], devi
         from engines.ort_runner import OnnxRuntimeRunner
 
         path = {"ort-fp32": "onnx_fp32", "ort-cuda-fp32": "onnx_fp32", "ort-int8-qdq": "onnx_int8",
-                "ort-int8-qdq-u8": "onnx_int8", "ort-quantize-dynamic": "onnx_dynamic",
+                "ort-int8-qdq-u8": "onnx_int8", "ort-int8-qdq-gemm": "onnx_int8_gemm", "ort-quantize-dynamic": "onnx_dynamic",
                 "ort-quantize-static": "onnx_static"}[backend]  # fmt: skip
         provider = "cuda" if device == "cuda" else "cpu"
         try:

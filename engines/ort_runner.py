@@ -53,7 +53,9 @@ class OnnxRuntimeRunner(Runner):
         if providers is None:
             raise EngineError(f"onnxruntime provider {provider!r} is unknown; use cpu or cuda")
         if provider == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise EngineError("onnxruntime has no CUDA provider here: install 'qdqbert-trt[gpu]' on a CUDA machine")
+            raise EngineError(
+                "onnxruntime has no CUDA provider here: install 'qdqbert-trt[gpu]' (onnxruntime-gpu in place of onnxruntime) on a CUDA machine"
+            )
         if not isinstance(model, bytes):
             path = Path(model)
             if not path.is_file():
