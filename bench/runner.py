@@ -103,7 +103,7 @@ class ModelBench:
 
     @cached_property
     def onnx_int8_gemm(self) -> Path:
-        """Q/DQ on the GEMMs only: the residual adds left in float (`--skip-quant '*.add_*'`), the
+        """Q/DQ on the GEMMs only: the residual adds left in float (`--skip-quant '**.add_*'`), the
         same ops ONNX Runtime's own quantizers quantize."""
         model = copy.deepcopy(self.fake_quant)
         for name, quantizer in qdqbert.quantizers(model).items():
