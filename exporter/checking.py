@@ -148,17 +148,40 @@ def _latency(fn: Callable[[], Any], batch: dict[str, torch.Tensor], config: Buil
     return measure_cpu(fn, batch=shape[0], warmup=2, iters=config.latency_iters) | {"shape": shape}
 
 
+def _fp32_reference(loaded: Loaded, config: BuildConfig, samples):
+    """(batches, run the model as it is now, its FP32 outputs, mask): what the quantizer searches score
+    against. Two evaluation batches, as in the sensitivity sweep."""
+    batches = eval_inputs(loaded, config, samples)[:2]
+    runner = EagerRunner(loaded.model, INPUT_NAMES, loaded.task.outputs, name="eager")
+    with quantization_disabled(loaded.model):
+        fp32 = run_all(runner, batches)
+    return batches, partial(run_all, runner, batches), fp32, eval_mask(batches, loaded.task)
+
+
 def auto_skip(loaded: Loaded, config: BuildConfig, samples) -> dict[str, Any]:
     """--min-cosine: greedily leave the most costly quantizer roles in float (see sensitivity)."""
     from .sensitivity import greedy_skip
 
-    model, task = loaded.model, loaded.task
-    batches = eval_inputs(loaded, config, samples)[:2]
-    runner = EagerRunner(model, INPUT_NAMES, task.outputs, name="eager")
-    with quantization_disabled(model):
-        fp32 = run_all(runner, batches)
-    return greedy_skip(model, batches, fp32, lambda: run_all(runner, batches), task.agreement,
-                       eval_mask(batches, task), config.min_cosine)  # fmt: skip
+    batches, run, fp32, mask = _fp32_reference(loaded, config, samples)
+    return greedy_skip(loaded.model, batches, fp32, run, loaded.task.agreement, mask, config.min_cosine)
+
+
+def choose_calibrator(loaded: Loaded, config: BuildConfig, samples,
+                      candidates: dict[str, dict[str, torch.Tensor]]) -> dict[str, Any]:  # fmt: skip
+    """--calibrator auto: load each method's ranges in turn and keep the one whose outputs are closest
+    to FP32 (mean output cosine on two evaluation batches)."""
+    from qdqbert.quant import load_amax
+
+    from .sensitivity import mean_cosine
+
+    batches, run, fp32, mask = _fp32_reference(loaded, config, samples)
+    scores = {}
+    for method, amaxes in candidates.items():
+        load_amax(loaded.model, amaxes)
+        scores[method] = mean_cosine(fp32, run(), loaded.task.agreement, mask)
+    best = max(scores, key=scores.__getitem__)
+    load_amax(loaded.model, candidates[best])
+    return {"method": best, "requested": "auto", "cosine_to_fp32_by_method": scores, "scored_batches": len(batches)}
 
 
 def versions() -> dict[str, str]:

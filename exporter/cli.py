@@ -47,8 +47,9 @@ def _add_calibration(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--calib-data", help="text (.txt), JSONL, CSV or SQuAD JSON (default: the shipped English corpus)"
     )
-    group.add_argument("--calibrator", default="percentile", choices=["max", "percentile", "mse", "entropy"],
-                       help="how activation ranges are chosen (default percentile)")  # fmt: skip
+    group.add_argument("--calibrator", default="percentile", choices=["max", "percentile", "mse", "entropy", "auto"],
+                       help="how activation ranges are chosen (default percentile); auto: collect once, try all "
+                       "four, keep the one whose outputs are closest to FP32")  # fmt: skip
     group.add_argument("--percentile", type=float, default=99.99, help="for --calibrator percentile (default 99.99)")
     group.add_argument("--num-calib", type=int, default=128, help="calibration samples (default 128; fewer in the "
                        "data: a warning, and all are used)")  # fmt: skip

@@ -39,7 +39,8 @@ def calibrate_checkpoint(args, warn: Callable[[str], None], log: Callable[[str],
         f"calibrating ({config.calibrator}, {len(samples)} samples"
         + (f", rank {rank} of {world})" if world > 1 else ")")
     )
-    calibration = prepare_quantizers(loaded, config, shard(samples, rank, world))
+    # ranks score --calibrator auto on the same (whole) samples, so they all choose the same method
+    calibration = prepare_quantizers(loaded, config, shard(samples, rank, world), samples)
     if world > 1:
         digest = hashlib.sha256(quant_json(loaded.model, calibration)).hexdigest()[:16]
         log(f"rank {rank}/{world}: calibration digest {digest}")  # equal on every rank after the reduce

@@ -58,7 +58,11 @@ def build(config: BuildConfig, warn: Callable[[str], None], log: Callable[[str],
         stage = staging.path
         log(f"calibrating ({config.calibrator}, {len(calib_samples)} samples)" if config.precision == "int8"
             else f"precision {config.precision}: no calibration")  # fmt: skip
-        report["calibration"] = prepare_quantizers(loaded, config, calib_samples)
+        report["calibration"] = prepare_quantizers(loaded, config, calib_samples, eval_samples)
+        if config.calibrator == "auto" and config.precision == "int8":
+            scores = report["calibration"]["cosine_to_fp32_by_method"]
+            log("calibrator auto → " + report["calibration"]["method"] + " (cosine to FP32: "
+                + ", ".join(f"{m} {c:.4f}" for m, c in scores.items()) + ")")  # fmt: skip
         if config.min_cosine is not None and config.precision == "int8":
             log(f"leaving the costliest quantizer roles in float until cosine to FP32 ≥ {config.min_cosine}")
             report["calibration"]["auto_skip"] = auto_skip(loaded, config, eval_samples)

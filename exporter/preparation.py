@@ -12,10 +12,9 @@ from typing import Any
 
 import torch
 
-import qdqbert
 from qdqbert import quantizers, set_quantization
 from qdqbert.loading import check_checkpoint_dir
-from qdqbert.quant import CALIB_METHODS, QuantMode
+from qdqbert.quant import CALIB_METHODS, QuantMode, calibrate_candidates
 
 from . import data as data_mod
 from .errors import UsageError
@@ -121,8 +120,10 @@ def load(config: BuildConfig, warn: Callable[[str], None], num_labels: int | Non
 def validate_config(config: BuildConfig) -> None:
     """Refuse impossible options before anything is loaded or written."""
     get_task(config.task)
-    if config.calibrator not in CALIB_METHODS:
-        raise UsageError(f"--calibrator {config.calibrator!r} is unknown; use one of {', '.join(CALIB_METHODS)}")
+    if config.calibrator not in (*CALIB_METHODS, "auto"):
+        raise UsageError(
+            f"--calibrator {config.calibrator!r} is unknown; use one of {', '.join(CALIB_METHODS)} or auto"
+        )
     if config.precision not in PRECISIONS:
         raise UsageError(f"--precision {config.precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
     if config.exporter not in EXPORTERS:
@@ -181,8 +182,9 @@ def skipped_quantizers(model: torch.nn.Module, patterns: list[str]) -> list[str]
     return sorted(n for n in names if any(r.match(n) for r in regexes))
 
 
-def prepare_quantizers(loaded: Loaded, config: BuildConfig, samples) -> dict[str, Any]:
-    """Set the precision: int8 calibrates (minus --skip-quant patterns); fp16/fp32 turn quantization off."""
+def prepare_quantizers(loaded: Loaded, config: BuildConfig, samples, score_samples=None) -> dict[str, Any]:
+    """Set the precision: int8 calibrates (minus --skip-quant patterns); fp16/fp32 turn quantization off.
+    --calibrator auto scores every method's ranges on `score_samples` (default: `samples`)."""
     model = loaded.model
     if config.precision != "int8":
         set_quantization(model, False)
@@ -194,10 +196,16 @@ def prepare_quantizers(loaded: Loaded, config: BuildConfig, samples) -> dict[str
     encoded = data_mod.encode(samples, loaded.tokenizer, loaded.task, config.seq_len)
     calib_batches = data_mod.batches(encoded, config.batch[1])
     start = time.perf_counter()
-    qdqbert.calibrate(model, calib_batches, method=config.calibrator, percentile=config.percentile)
-    return {"method": config.calibrator, "percentile": config.percentile if config.calibrator == "percentile" else None,
-            "samples": len(samples), "batches": len(calib_batches), "seconds": round(time.perf_counter() - start, 3),
-            "quantizers": len(qs), "disabled": skipped}  # fmt: skip
+    methods = CALIB_METHODS if config.calibrator == "auto" else (config.calibrator,)
+    candidates = calibrate_candidates(model, calib_batches, methods, config.percentile)
+    chosen: dict[str, Any] = {"method": config.calibrator}
+    if config.calibrator == "auto":
+        from .checking import choose_calibrator  # checking imports this module
+
+        chosen = choose_calibrator(loaded, config, score_samples or samples, candidates)
+    return chosen | {"percentile": config.percentile if chosen["method"] == "percentile" else None,
+                     "samples": len(samples), "batches": len(calib_batches),
+                     "seconds": round(time.perf_counter() - start, 3), "quantizers": len(qs), "disabled": skipped}  # fmt: skip
 
 
 def quant_json(model: torch.nn.Module, calibration: dict[str, Any]) -> bytes:

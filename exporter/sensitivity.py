@@ -37,13 +37,18 @@ def role(name: str) -> str:
     return _LAYER.sub(".layer.*.", name)
 
 
+def mean_cosine(fp32: dict[str, np.ndarray], outputs: dict[str, np.ndarray], agreement: str, mask) -> float:
+    """The score every search here maximizes: the outputs' cosine to FP32, averaged over outputs."""
+    result = compare(fp32, outputs, agreement, mask)
+    return float(np.mean([m["cosine"] for m in result["outputs"].values()]))
+
+
 def sweep(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], fp32: dict[str, np.ndarray],
           run: Callable[[], dict[str, np.ndarray]], agreement: str, mask) -> dict[str, Any]:  # fmt: skip
     """Mean output cosine to FP32 with every quantizer on, and with each role left in float."""
 
     def score() -> float:
-        result = compare(fp32, run(), agreement, mask)
-        return float(np.mean([m["cosine"] for m in result["outputs"].values()]))
+        return mean_cosine(fp32, run(), agreement, mask)
 
     active = {n: q for n, q in quantizers(model).items() if q.mode is QuantMode.QUANTIZE}
     roles: dict[str, list[str]] = {}

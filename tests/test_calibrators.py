@@ -123,3 +123,33 @@ def test_mse_and_entropy_clip_outliers(method):
     amax = cal.compute_amax(method).item()
     p99 = np.percentile(np.abs(x.numpy()), 99)
     assert p99 < amax < float(x.abs().max())
+
+
+def test_candidates_from_one_pass_equal_separate_calibrations():
+    """calibrate_candidates collects once and computes every method; each result must equal a
+    calibration run with that method alone (same data, fresh statistics)."""
+    import copy
+
+    import qdqbert
+    from qdqbert.quant import calibrate_candidates, load_amax
+    from tests.conftest import padded_batch, tiny_config
+
+    torch.manual_seed(0)
+    model = qdqbert.QDQBertModel(tiny_config()).eval()
+    batches = [padded_batch(seed=s) for s in range(3)]
+    fresh = copy.deepcopy(model)
+    methods = ("max", "percentile", "mse")  # entropy is the same mechanism, only slower
+    candidates = calibrate_candidates(model, batches, methods, progress=False)
+    assert set(candidates) == set(methods)
+    for method in methods:
+        separate = copy.deepcopy(fresh)
+        qdqbert.calibrate(separate, batches, method=method, progress=False)
+        for name, q in qdqbert.quantizers(separate).items():
+            torch.testing.assert_close(candidates[method][name].reshape(q.amax.shape), q.amax, rtol=0, atol=0)
+    activations = [n for n in candidates["max"] if "weight" not in n]
+    assert any(candidates["mse"][n] < candidates["max"][n] for n in activations)  # the methods differ
+    left = {n: q.amax.clone() for n, q in qdqbert.quantizers(model).items()}
+    assert all(torch.equal(left[n], candidates["max"][n].reshape(left[n].shape)) for n in left)  # the first method
+    load_amax(model, candidates["mse"])
+    for name, q in qdqbert.quantizers(model).items():
+        torch.testing.assert_close(q.amax, candidates["mse"][name].reshape(q.amax.shape))

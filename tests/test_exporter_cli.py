@@ -345,3 +345,17 @@ def test_unexpected_errors_are_one_line_too(tiny_dir, tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert "error: internal error (ZeroDivisionError: division by zero); rerun with --verbose" in err
     assert "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+def test_auto_calibrator_keeps_the_method_closest_to_fp32(tiny_dir, tmp_path, capsys):
+    args = ("--task", "qa", "--model", str(tiny_dir), "--backend", "onnxruntime", "--no-sensitivity")
+    report = _build(tmp_path / "auto", *args, "--calibrator", "auto")
+    calibration = report["calibration"]
+    scores = calibration["cosine_to_fp32_by_method"]
+    assert calibration["requested"] == "auto" and set(scores) == {"max", "percentile", "mse", "entropy"}
+    assert calibration["method"] == max(scores, key=scores.get)
+    assert f"calibrator auto → {calibration['method']}" in capsys.readouterr().err
+    # the same ranges as calibrating with the chosen method directly
+    _build(tmp_path / "direct", *args, "--calibrator", calibration["method"])
+    auto, direct = (json.loads((tmp_path / d / "quant.json").read_text()) for d in ("auto", "direct"))
+    assert auto["calibrator"] == calibration["method"] and auto["quantizers"] == direct["quantizers"]

@@ -2,7 +2,15 @@
 
 from .calib import CALIB_METHODS, HistogramCalibrator, MaxCalibrator, entropy_amax, mse_amax, percentile_amax
 from .descriptor import QUANT_DESC_8BIT_PER_TENSOR, QUANT_DESC_8BIT_WEIGHT_PER_CHANNEL, QuantDescriptor
-from .helpers import calibrate, quantization_disabled, quantizer_summary, quantizers, set_quantization
+from .helpers import (
+    calibrate,
+    calibrate_candidates,
+    load_amax,
+    quantization_disabled,
+    quantizer_summary,
+    quantizers,
+    set_quantization,
+)
 from .modules import QuantLinear
 from .tensor_quantizer import QuantMode, TensorQuantizer, fake_quant
 
@@ -17,8 +25,10 @@ __all__ = [
     "QuantMode",
     "TensorQuantizer",
     "calibrate",
+    "calibrate_candidates",
     "entropy_amax",
     "fake_quant",
+    "load_amax",
     "mse_amax",
     "percentile_amax",
     "quantization_disabled",

@@ -70,8 +70,31 @@ def calibrate(
     Quantizers that are disabled stay disabled (so a sensitivity sweep can leave some out). Under
     torch.distributed, each amax is the max over ranks, so every rank exports the same graph.
     """
-    if method not in CALIB_METHODS:
-        raise QuantizerError(f"calibration method {method!r} is unknown; use one of {', '.join(CALIB_METHODS)}")
+    candidates = calibrate_candidates(model, batches, (method,), percentile, num_batches=num_batches,
+                                      progress=progress, reduce_across_ranks=reduce_across_ranks)  # fmt: skip
+    return {n: q for n, q in quantizers(model).items() if n in candidates[method]}
+
+
+@torch.no_grad()
+def calibrate_candidates(
+    model: nn.Module,
+    batches: Iterable[Any],
+    methods: Iterable[str] = CALIB_METHODS,
+    percentile: float = 99.99,
+    *,
+    num_batches: int | None = None,
+    progress: bool = True,
+    reduce_across_ranks: bool = True,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Collect statistics once and compute the amax of every method in `methods` from them:
+    {method: {quantizer name: amax}}. The model is left quantizing with the first method's amax;
+    `load_amax(model, result[m])` switches to another without running the data again."""
+    methods = tuple(methods)
+    unknown = [m for m in methods if m not in CALIB_METHODS]
+    if unknown or not methods:
+        raise QuantizerError(
+            f"calibration method {unknown or methods!r} is unknown; use one of {', '.join(CALIB_METHODS)}"
+        )
     active = {n: q for n, q in quantizers(model).items() if q.mode is not QuantMode.DISABLED}
     if not active:
         raise QuantizerError("calibrate: the model has no enabled TensorQuantizer; call set_quantization(model, True)")
@@ -88,33 +111,39 @@ def calibrate(
             seen += 1
         if seen == 0:
             raise QuantizerError("calibrate: no calibration batches were given; pass at least one batch")
-        for q in active.values():
-            q.load_calib_amax(method, **({"percentile": percentile} if method == "percentile" else {}))
+        candidates: dict[str, dict[str, torch.Tensor]] = {method: {} for method in methods}
+        pairs = [(method, name) for method in methods for name in active]
+        for method, name in _progress(pairs, len(pairs), progress, "ranges", "range"):
+            kwargs = {"percentile": percentile} if method == "percentile" else {}
+            candidates[method][name] = active[name].compute_calib_amax(method, **kwargs).to(active[name].amax.device)
     finally:
         model.train(was_training)
         for q in active.values():  # never leave a quantizer collecting, even after an error
             q._calibrator = None
             q.enable_quant()
-    if reduce_across_ranks:
-        _reduce_amax_across_ranks(active)
-    return active
+    if reduce_across_ranks and torch.distributed.is_available() and torch.distributed.is_initialized():
+        for amaxes in candidates.values():
+            for amax in amaxes.values():
+                torch.distributed.all_reduce(amax, op=torch.distributed.ReduceOp.MAX)
+    load_amax(model, candidates[methods[0]])
+    return candidates
 
 
-def _progress(batches: Iterable[Any], total: int | None, enabled: bool) -> Iterable[Any]:
+def load_amax(model: nn.Module, amaxes: Mapping[str, torch.Tensor]) -> None:
+    """Set the amax of the named quantizers (e.g. one method's result of calibrate_candidates)."""
+    found = quantizers(model)
+    for name, amax in amaxes.items():
+        found[name].set_amax(amax)
+
+
+def _progress(items: Iterable[Any], total: int | None, enabled: bool, desc: str = "calibrate", unit: str = "batch"):
     if not enabled:
-        return batches
+        return items
     from tqdm.auto import tqdm
 
-    if total is None and hasattr(batches, "__len__"):
-        total = len(batches)
-    return tqdm(batches, total=total, desc="calibrate", unit="batch", leave=False)
-
-
-def _reduce_amax_across_ranks(active: dict[str, TensorQuantizer]) -> None:
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    for q in active.values():
-        torch.distributed.all_reduce(q.amax, op=torch.distributed.ReduceOp.MAX)
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)
+    return tqdm(items, total=total, desc=desc, unit=unit, leave=False)
 
 
 def quantizer_summary(model: nn.Module) -> list[dict[str, Any]]:

@@ -75,8 +75,13 @@ class TensorQuantizer(nn.Module):
         self.mode = QuantMode.DISABLED
 
     def load_calib_amax(self, method: str = "percentile", **kwargs: float) -> None:
-        """Turn the collected statistics into amax. Histogram quantizers take `method` (max /
-        percentile / mse / entropy, with e.g. percentile=99.99); max quantizers always use max."""
+        """Turn the collected statistics into amax and drop them. Histogram quantizers take `method`
+        (max / percentile / mse / entropy, with e.g. percentile=99.99); max quantizers always use max."""
+        self.set_amax(self.compute_calib_amax(method, **kwargs))
+        self._calibrator = None
+
+    def compute_calib_amax(self, method: str = "percentile", **kwargs: float) -> torch.Tensor:
+        """The amax `method` gives from the collected statistics, which are kept (to try several)."""
         if method not in CALIB_METHODS:
             raise QuantizerError(
                 f"{self.name}: calibration method {method!r} is unknown; use one of {', '.join(CALIB_METHODS)}"
@@ -91,8 +96,7 @@ class TensorQuantizer(nn.Module):
             raise QuantizerError(
                 f"{self.name}: saw no data during calibration; make sure the calibration batches reach this layer"
             )
-        self.set_amax(amax)
-        self._calibrator = None
+        return amax
 
     def set_amax(self, amax: torch.Tensor | float) -> None:
         amax = torch.as_tensor(amax, dtype=torch.float32).detach().to(self.amax.device)
