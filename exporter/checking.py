@@ -66,20 +66,33 @@ def check(loaded: Loaded, config: BuildConfig, onnx_path: Path, samples, engine_
             results["sensitivity"] = sweep(model, subset, concat_outputs(fp32_chunks[:2]), lambda: run_all(quant_ref, subset),
                                            task.agreement, eval_mask(subset, task))  # fmt: skip
 
-    for level in ("basic", "all"):
+    for provider, level in (("cpu", "basic"), ("cpu", "all")) + ((("cuda", "all"),) if _ort_cuda() else ()):
         try:
-            runner = OnnxRuntimeRunner(onnx_path, level=level)
+            runner = OnnxRuntimeRunner(onnx_path, level=level, provider=provider)
         except EngineError as exc:
             warn(str(exc))
-            parity[f"onnxruntime-cpu-{level}"] = {"error": str(exc)}
+            parity[f"onnxruntime-{provider}-{level}"] = {"error": str(exc)}
             continue
         with runner:
             parity[runner.name] = _backend_parity(runner, batches, reference, fp32, task, mask, config.precision)
-            latency[runner.name] = _latency(lambda r=runner: r.run(opt_batch), opt_batch, config)
+            if provider == "cuda":  # GPU tensors bound in place; ORT returns when its stream is done
+                on_device = {k: v.cuda() for k, v in opt_batch.items()}
+                latency[runner.name] = _latency(partial(runner.run_torch, on_device), opt_batch, config)
+            else:
+                latency[runner.name] = _latency(partial(runner.run, opt_batch), opt_batch, config)
     if engine_meta is not None:
         _check_engine(onnx_path.with_name("model.plan"), batches, reference, fp32, task, mask, config.precision,
                       parity, latency)  # fmt: skip
     return results
+
+
+def _ort_cuda() -> bool:
+    """ONNX Runtime's CUDA provider is installed (onnxruntime-gpu) and a GPU is visible."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return torch.cuda.is_available() and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
 def _backend_parity(runner, batches, reference, fp32, task: Task, mask, precision: str) -> dict[str, Any]:
