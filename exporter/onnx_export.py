@@ -119,12 +119,23 @@ def export_onnx(
     return path
 
 
+def graph_opset(path: str | os.PathLike) -> int:
+    """The default-domain opset a written graph declares (FP16 Q/DQ graphs are raised to 19)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
 def _finalize(staged: Path, path: Path) -> None:
     """Re-save in one canonical form (external data only past 2 GB), then move into place."""
     import onnx
 
+    from .qdq_fp16 import fp16_qdq
+
     proto = onnx.load(str(staged))
     _bypass_constant_identities(proto.graph)
+    fp16_qdq(proto)  # FP16 models: Q/DQ in fp16 at opset 19 instead of wrapped in Casts
     big = proto.ByteSize() >= TWO_GB
     final_tmp = staged.with_suffix(".final")
     onnx.save_model(proto, str(final_tmp), save_as_external_data=big, location=path.name + ".data")

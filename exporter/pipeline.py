@@ -16,7 +16,7 @@ from engines.files import sha256_file, write_atomic
 from . import data as data_mod
 from .checking import auto_skip, check, machine, versions
 from .errors import UsageError
-from .onnx_export import export_onnx
+from .onnx_export import export_onnx, graph_opset
 from .preparation import (
     BuildConfig,
     apply_quant_json,
@@ -80,7 +80,7 @@ def build(config: BuildConfig, warn: Callable[[str], None], log: Callable[[str],
                                 opset=config.opset, exporter=config.exporter)  # fmt: skip
         export_seconds = time.perf_counter() - start
         validation = validate_graph(onnx_path)
-        report["export"] = {"exporter": config.exporter, "opset": config.opset or (17 if config.exporter == "torchscript" else 18),
+        report["export"] = {"exporter": config.exporter, "opset": graph_opset(onnx_path),
                             "seconds": round(export_seconds, 3), "bytes": onnx_path.stat().st_size,
                             "sha256": sha256_file(onnx_path), "validation": validation.to_dict()}  # fmt: skip
         if not validation.ok:

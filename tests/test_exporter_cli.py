@@ -359,3 +359,28 @@ def test_auto_calibrator_keeps_the_method_closest_to_fp32(tiny_dir, tmp_path, ca
     _build(tmp_path / "direct", *args, "--calibrator", calibration["method"])
     auto, direct = (json.loads((tmp_path / d / "quant.json").read_text()) for d in ("auto", "direct"))
     assert auto["calibrator"] == calibration["method"] and auto["quantizers"] == direct["quantizers"]
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_int8_with_fp16_float_parts_puts_qdq_in_fp16(exporter, tiny_dir, tmp_path):
+    """--float-dtype fp16: DequantizeLinear must feed the MatMuls directly in fp16 (opset 19), not
+    through a Cast that hides the INT8 GEMM pattern; ONNX Runtime runs it, TensorRT-RTX parses it."""
+    import onnx
+
+    report = _build(tmp_path / "f16", "--task", "qa", "--model", str(tiny_dir), "--float-dtype", "fp16",
+                    "--exporter", exporter, "--no-sensitivity")  # fmt: skip
+    validation = report["export"]["validation"]
+    assert report["export"]["opset"] == 19 and validation["ok"]
+    assert validation["encoder_matmuls_quantized"] == validation["encoder_matmuls"] > 0
+    graph = onnx.load(str(tmp_path / "f16" / "model.onnx")).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    inits = {init.name: init for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            assert inits[node.input[1]].data_type == onnx.TensorProto.FLOAT16
+        if node.op_type == "QuantizeLinear" and node.input[0] in producer:
+            assert producer[node.input[0]].op_type != "Cast"
+    for metrics in report["parity"]["onnxruntime-cpu-basic"]["vs_fake_quant"]["outputs"].values():
+        assert metrics["cosine"] > 0.999  # fp16 rounding against the float32 fake-quant model
+    if "tensorrt-rtx" in report["versions"] or "tensorrt_rtx" in report["versions"]:
+        assert report["engine"]["plan_bytes"] > 0

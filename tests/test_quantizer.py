@@ -167,3 +167,17 @@ def test_calibration_state_follows_every_way_amax_changes():
     assert q.is_calibrated
     q.amax = torch.tensor(float("nan"))  # a new tensor (what checkpoint loading may do)
     assert not q.is_calibrated
+
+
+def test_half_keeps_ranges_float32_and_exact():
+    """`.half()` must not round the calibrated ranges: scales are computed in float32."""
+    layer = QuantLinear(8, 4)
+    layer.input_quantizer.set_amax(1.2345678)
+    layer.weight_quantizer.set_amax(torch.linspace(0.1, 0.7, 4))
+    before = {n: b.clone() for n, b in layer.named_buffers()}
+    layer.half()
+    assert layer.weight.dtype == torch.float16
+    for name, buffer in layer.named_buffers():
+        assert buffer.dtype == torch.float32 and torch.equal(buffer, before[name])
+    x = torch.randn(2, 8).half()
+    assert layer(x).dtype == torch.float16

@@ -47,6 +47,16 @@ class TensorQuantizer(nn.Module):
         self._calibrator: MaxCalibrator | HistogramCalibrator | None = None
         self._calibrated_for: tuple | None = None
 
+    def _apply(self, fn, recurse: bool = True):
+        """`.half()` / `.to(dtype)` move amax to the new device but keep it float32: scales are
+        computed in float32 (ONNX QuantizeLinear before opset 19 takes float32 scales), and an fp16
+        amax would round the calibrated ranges."""
+        before = self.amax
+        super()._apply(fn, recurse)
+        if self.amax.dtype != before.dtype:
+            self._buffers["amax"] = before.to(self.amax.device)
+        return self
+
     # -- state machine ---------------------------------------------------------------------------
     @property
     def is_calibrated(self) -> bool:
