@@ -35,7 +35,7 @@ BACKENDS = {
     "ort-int8-qdq-gemm": (False, "our Q/DQ graph with the residual adds left in float: the ops the peers quantize"),
     "ort-quantize-dynamic": (False, "peer: onnxruntime.quantization.quantize_dynamic, per-channel int8 weights"),
     "ort-quantize-static": (False, "peer: onnxruntime.quantization.quantize_static, QDQ, per-channel, MinMax"),
-    "tensorrt-int8": (True, "TensorRT / TensorRT-RTX engine from our Q/DQ graph"),
+    "tensorrt-int8": (True, "TensorRT / TensorRT-RTX engine from our Q/DQ graph, float parts in FP16"),
     "tensorrt-int8-graph": (True, "the same engine replayed as a CUDA graph (launch overhead removed)"),
     "tensorrt-fp16": (True, "TensorRT / TensorRT-RTX engine from an FP16 export"),
 }
