@@ -196,8 +196,19 @@ def _compute_capability(trt, text: str):
     return getattr(enum, name)
 
 
+# TensorRT DataType names → numpy names (what engine.json and the runners speak)
+_NUMPY_DTYPES = {"float": "float32", "half": "float16", "bf16": "bfloat16", "int8": "int8", "int32": "int32",
+                 "int64": "int64", "bool": "bool", "uint8": "uint8", "fp8": "float8_e4m3fn"}  # fmt: skip
+
+
+def numpy_dtype(trt_dtype) -> str:
+    """`trt.DataType.HALF` → "float16" (either flavor)."""
+    name = str(trt_dtype).split(".")[-1].lower()
+    return _NUMPY_DTYPES.get(name, name)
+
+
 def _io(tensor) -> dict[str, Any]:
-    return {"name": tensor.name, "dtype": str(tensor.dtype).split(".")[-1].lower(), "shape": list(tensor.shape)}
+    return {"name": tensor.name, "dtype": numpy_dtype(tensor.dtype), "shape": list(tensor.shape)}
 
 
 def _load_timing_cache(config, path: str | None):

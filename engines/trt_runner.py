@@ -18,10 +18,7 @@ import numpy as np
 from .base import Runner, TensorSpec
 from .errors import EngineError
 from .files import sha256_file
-from .trt_builder import import_flavor
-
-_TORCH_DTYPES = {"float32": "float32", "float": "float32", "half": "float16", "float16": "float16",
-                 "int64": "int64", "int32": "int32", "int8": "int8", "bool": "bool"}  # fmt: skip
+from .trt_builder import import_flavor, numpy_dtype
 
 
 def load_engine_meta(plan: Path) -> dict[str, Any]:
@@ -116,8 +113,9 @@ class TensorRTRunner(Runner):
         return self.engine.create_execution_context(config)
 
     def _spec(self, name: str) -> TensorSpec:
-        dtype = str(self.engine.get_tensor_dtype(name)).split(".")[-1].lower()
-        return TensorSpec(name, _TORCH_DTYPES.get(dtype, dtype), tuple(self.engine.get_tensor_shape(name)))
+        return TensorSpec(
+            name, numpy_dtype(self.engine.get_tensor_dtype(name)), tuple(self.engine.get_tensor_shape(name))
+        )
 
     def _profile_for(self, shapes: dict[str, tuple[int, ...]]) -> int:
         ranges = []

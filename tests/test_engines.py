@@ -46,6 +46,7 @@ def test_rtx_builds_tiny_graph_and_describes_it(tiny_qa_onnx, tmp_path):
     assert (tmp_path / "model.plan").stat().st_size == meta["plan_bytes"] > 0
     assert [i["name"] for i in meta["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
     assert {i["dtype"] for i in meta["inputs"]} == {"int64"}
+    assert {o["dtype"] for o in meta["outputs"]} == {"float32"}  # numpy names, not TensorRT's ("float")
     assert [o["name"] for o in meta["outputs"]] == ["start_logits", "end_logits"]
     assert meta["profiles"][0]["input_ids"] == {"min": [1, 1], "opt": [4, 16], "max": [8, 64]}
     from engines.files import sha256_file
