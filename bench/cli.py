@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     preset.add_argument("--gpu", action="store_true", help="the GPU table: BERT-base/large shapes, GPU backends")
     run.add_argument("--only", action="append", default=[], metavar="AXIS=V1,V2",
                      help="filter: model=…, batch=…, seq=…, backend=… (repeatable)")  # fmt: skip
-    run.add_argument("--warmup", type=int, default=3, help="untimed runs per cell (default 3)")
-    run.add_argument("--iters", type=int, default=20, help="timed runs per cell (default 20)")
+    run.add_argument("--warmup", type=int, help="untimed runs per cell (default 3; 10 with --gpu)")
+    run.add_argument("--iters", type=int, help="timed runs per cell (default 20; 100 with --gpu)")
     run.add_argument("--out", default="bench/results", help="directory for the results file (default bench/results)")
     run.add_argument("--name", help="results file name (default: UTC date and time)")
     compare = sub.add_parser("compare", help="compare two results files; exit 1 on a regression")
@@ -54,6 +54,9 @@ def cmd_run(args) -> int:
     from .runner import ModelBench, Skip, run_cell
 
     preset = "quick" if args.quick else "gpu" if args.gpu else None
+    # GPU cells take well under a millisecond to tens of ms: more runs for stable percentiles
+    args.warmup = args.warmup if args.warmup is not None else 10 if args.gpu else 3
+    args.iters = args.iters if args.iters is not None else 100 if args.gpu else 20
     cells = matrix.cells(preset, matrix.parse_only(args.only))
     if not cells:
         print("error: --only selects no cell", file=sys.stderr)
