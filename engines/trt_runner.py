@@ -90,7 +90,7 @@ class TensorRTRunner(Runner):
                     f"{self.meta['flavor']} could not deserialize {plan} (corrupt, or built for another GPU)"
                 )
             # TensorRT-RTX captures CUDA graphs itself, per shape, once its JIT kernels exist
-            self._native_graphs = cuda_graph and hasattr(trt, "CudaGraphStrategy")
+            self._native_graphs = cuda_graph and self.meta["flavor"] == "tensorrt-rtx"
             stream = torch.cuda.current_stream(self.device)
             self.contexts = []
             for index in range(self.engine.num_optimization_profiles):
@@ -149,8 +149,12 @@ class TensorRTRunner(Runner):
 
     def run_torch(self, feed: dict[str, Any]) -> dict[str, Any]:
         """Enqueue on the current stream; returns device tensors without synchronizing."""
-        torch = self._torch
         self.check_feed(feed)
+        with self._torch.cuda.device(self.device):  # the engine's GPU, whichever one is current
+            return self._run_on_device(feed)
+
+    def _run_on_device(self, feed: dict[str, Any]) -> dict[str, Any]:
+        torch = self._torch
         stream = torch.cuda.current_stream(self.device)
         tensors = {k: torch.as_tensor(v).to(self.device, non_blocking=True).contiguous() for k, v in feed.items()}
         shapes = {k: tuple(v.shape) for k, v in tensors.items()}
@@ -169,7 +173,8 @@ class TensorRTRunner(Runner):
             context = self.contexts[index]
             static_inputs = {k: v.clone() for k, v in tensors.items()}
             outputs = self._bind(context, static_inputs)
-            if not context.is_stream_capturable(stream.cuda_stream):
+            capturable = getattr(context, "is_stream_capturable", None)  # TensorRT ≥ 10.x, RTX ≥ 1.2
+            if capturable is not None and not capturable(stream.cuda_stream):
                 raise EngineError(
                     f"{self.name}: this engine cannot be captured in a CUDA graph; run it without cuda_graph"
                 )
