@@ -94,9 +94,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"\n- {backend}: {entry.get('skipped') or entry.get('error')}")
         elif "identical_to" in entry:
             same = entry["identical_to"]
-            lines.append(
-                f"\n- {backend}: outputs {'identical to ' + same if same else 'DIFFER from the launched engine'}"
-            )
+            differ = f"differ from the launched engine by up to {entry.get('max_abs_vs_launched', float('nan')):.3g}"
+            lines.append(f"\n- {backend}: outputs {'identical to ' + same if same else differ}")
     sweep = report.get("sensitivity")
     if sweep:
         lines += ["", "## Sensitivity: which quantizers cost accuracy", "",

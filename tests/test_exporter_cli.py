@@ -384,3 +384,18 @@ def test_int8_with_fp16_float_parts_puts_qdq_in_fp16(exporter, tiny_dir, tmp_pat
         assert metrics["cosine"] > 0.999  # fp16 rounding against the float32 fake-quant model
     if "tensorrt-rtx" in report["versions"] or "tensorrt_rtx" in report["versions"]:
         assert report["engine"]["plan_bytes"] > 0
+
+
+def test_report_renders_the_gpu_only_entries(tiny_dir, tmp_path):
+    """The engine's layer summary and the CUDA-graph check only exist where a GPU runs the plan;
+    their report lines are rendered from a real report with those entries added."""
+    from exporter.report import render_markdown
+
+    report = _build(tmp_path / "qa", "--task", "qa", "--model", str(tiny_dir), "--no-sensitivity")
+    report.setdefault("engine", {})["layer_precisions"] = {
+        "layers": 3, "by_input_precision": {"int8": 2, "fp16": 1}, "by_type": {"Gemm": 3},
+        "gemm_layers_not_int8": ["pooler.dense"]}  # fmt: skip
+    report["parity"]["tensorrt-cuda-graph"] = {"identical_to": None, "max_abs_vs_launched": 0.00125}
+    markdown = render_markdown(report)
+    assert "3 layers by input precision: int8 2, fp16 1; GEMM layers not in int8: pooler.dense" in markdown
+    assert "tensorrt-cuda-graph: outputs differ from the launched engine by up to 0.00125" in markdown
