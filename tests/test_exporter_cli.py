@@ -392,9 +392,9 @@ def test_report_renders_the_gpu_only_entries(tiny_dir, tmp_path):
     from exporter.report import render_markdown
 
     report = _build(tmp_path / "qa", "--task", "qa", "--model", str(tiny_dir), "--no-sensitivity")
-    report.setdefault("engine", {})["layer_precisions"] = {
+    report["engine"] = {"flavor": "tensorrt", "layer_precisions": {
         "layers": 3, "by_input_precision": {"int8": 2, "fp16": 1}, "by_type": {"Gemm": 3},
-        "gemm_layers_not_int8": ["pooler.dense"]}  # fmt: skip
+        "gemm_layers_not_int8": ["pooler.dense"]}}  # fmt: skip
     report["parity"]["tensorrt-cuda-graph"] = {"identical_to": None, "max_abs_vs_launched": 0.00125}
     markdown = render_markdown(report)
     assert "3 layers by input precision: int8 2, fp16 1; GEMM layers not in int8: pooler.dense" in markdown
