@@ -75,18 +75,42 @@ def write_report(runs: list[dict[str, Any]], out: Path) -> Path:
         plt.close(fig)
         lines.append(f"![{model} s{seq}]({name})")
     if len(runs) > 1:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        keys = sorted({k for r in runs for k, c in r["cells"].items() if "p50_ms" in c})
-        for key in keys:
-            ys = [r["cells"].get(key, {}).get("p50_ms") for r in runs]
-            ax.plot(range(len(runs)), ys, marker="o", label=key)
-        ax.set(xlabel="run", ylabel="p50 latency (ms)", title="history", yscale="log")
-        ax.set_xticks(range(len(runs)), [r["environment"]["date"][:10] for r in runs], rotation=30, fontsize=7)
-        ax.legend(fontsize=6)
-        fig.tight_layout()
-        fig.savefig(out / "history.png", dpi=100)
-        plt.close(fig)
+        _history_plot(runs, out / "history.png")
         lines.append("![history](history.png)")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _history_plot(runs: list[dict], path: Path, highlight: int = 8) -> None:
+    """Each cell's p50 relative to its first run; the cells that moved most in colour, the rest grey,
+    the ±10% band `compare` starts from shaded."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    keys = sorted({k for r in runs for k, c in r["cells"].items() if "p50_ms" in c})
+    relative = {}
+    for key in keys:
+        ys = np.array([r["cells"].get(key, {}).get("p50_ms", np.nan) for r in runs], dtype=float)
+        if np.count_nonzero(~np.isnan(ys)) >= 2:
+            relative[key] = ys / ys[~np.isnan(ys)][0]
+    movers = sorted(relative, key=lambda k: float(np.nanmax(np.abs(relative[k] - 1))), reverse=True)[:highlight]
+    x = np.arange(len(runs))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    ax.axhspan(0.9, 1.1, color="tab:green", alpha=0.1, label="±10%")
+    for key, ys in relative.items():
+        if key not in movers:
+            ax.plot(x, ys, color="lightgray", linewidth=1)
+    for key in movers:
+        ax.plot(x, relative[key], marker="o", label=key)
+    ax.axhline(1.0, color="black", linewidth=0.5)
+    ax.set(
+        ylabel="p50 / the cell's first p50",
+        title=f"history: {len(relative)} cells, the {len(movers)} that moved most in colour",
+    )
+    labels = [r["environment"]["date"][:16].replace("T", " ") for r in runs]
+    ax.set_xticks(x, labels, rotation=20, fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
