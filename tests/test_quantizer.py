@@ -181,3 +181,17 @@ def test_half_keeps_ranges_float32_and_exact():
         assert buffer.dtype == torch.float32 and torch.equal(buffer, before[name])
     x = torch.randn(2, 8).half()
     assert layer(x).dtype == torch.float16
+
+
+def test_fp16_checkpoint_load_keeps_calibrated_ranges_float32(tmp_path):
+    import qdqbert
+    from tests.conftest import padded_batch, tiny_config
+
+    torch.manual_seed(0)
+    model = qdqbert.QDQBertModel(tiny_config()).eval()
+    qdqbert.calibrate(model, [padded_batch()], progress=False)
+    model.save_pretrained(tmp_path)
+    loaded = qdqbert.QDQBertModel.from_pretrained(tmp_path, dtype=torch.float16)
+    saved = qdqbert.quantizers(model)
+    for name, q in qdqbert.quantizers(loaded).items():
+        assert q.amax.dtype == torch.float32 and torch.equal(q.amax, saved[name].amax)

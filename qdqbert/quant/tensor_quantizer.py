@@ -42,7 +42,7 @@ class TensorQuantizer(nn.Module):
         self.desc = desc
         self.name = "TensorQuantizer"  # set to the module path by the model (see name_quantizers)
         shape = () if num_channels is None else (num_channels,)
-        self.register_buffer("amax", torch.full(shape, math.nan))
+        self.register_buffer("amax", torch.full(shape, math.nan, dtype=torch.float32))  # float32 in any model dtype
         self.mode = QuantMode.QUANTIZE
         self._calibrator: MaxCalibrator | HistogramCalibrator | None = None
         self._calibrated_for: tuple | None = None
