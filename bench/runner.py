@@ -87,10 +87,11 @@ class ModelBench:
         encoded = self.tokenizer(texts, truncation=True, max_length=seq, padding="max_length", return_tensors="pt")
         return {k: encoded[k] for k in INPUT_NAMES}
 
-    def _export(self, name: str, model: torch.nn.Module) -> Path:
+    def _export(self, name: str, model: torch.nn.Module, half: bool = False) -> Path:
+        """`name`.onnx once per model; half: from an FP16 copy (the model itself stays FP32)."""
         path = self.workdir / f"{name}.onnx"
         if not path.exists():
-            export_onnx(model, TASK, self.inputs(2, 16), path)
+            export_onnx(copy.deepcopy(model).half() if half else model, TASK, self.inputs(2, 16), path)
         return path
 
     @cached_property
@@ -105,10 +106,12 @@ class ModelBench:
     def onnx_int8_gemm(self) -> Path:
         """Q/DQ on the GEMMs only: the residual adds left in float (`--skip-quant '**.add_*'`), the
         same ops ONNX Runtime's own quantizers quantize."""
+        from exporter.preparation import skipped_quantizers
+
         model = copy.deepcopy(self.fake_quant)
-        for name, quantizer in qdqbert.quantizers(model).items():
-            if ".add_" in name:
-                quantizer.disable()
+        found = qdqbert.quantizers(model)
+        for name in skipped_quantizers(model, ["**.add_*"]):
+            found[name].disable()
         return self._export("int8-gemm", model)
 
     @cached_property
@@ -146,10 +149,7 @@ class ModelBench:
         if not self.cuda:
             raise Skip("TensorRT engines run only on a GPU")
         # INT8 engines keep their float parts in FP16, as TensorRT deployments (and demoBERT) run them
-        onnx_path = self.workdir / f"{precision}-fp16.onnx"
-        if not onnx_path.exists():
-            model = self.fake_quant if precision == "int8" else self.fp32
-            export_onnx(copy.deepcopy(model).half(), TASK, self.inputs(2, 16), onnx_path)
+        onnx_path = self._export(f"{precision}-fp16", self.fake_quant if precision == "int8" else self.fp32, half=True)
         plan = self.workdir / f"{precision}-b{batch}-s{seq}" / "model.plan"
         if not plan.exists():
             shape = ((1, 1), (batch, seq), (batch, seq))
