@@ -43,7 +43,7 @@ def fp16_qdq(model: Any) -> int:
             graph.initializer.append(numpy_helper.from_array(value, fp16_names[name]))
         return fp16_names[name]
 
-    drop, retyped, rewritten = set(), set(), 0
+    drop, bypassed, retyped, rewritten = set(), set(), set(), 0
     for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
         dqs = consumers.get(q.output[0], [])
         if len(dqs) != 1 or dqs[0].op_type != "DequantizeLinear" or q.input[1] not in inits:
@@ -54,7 +54,8 @@ def fp16_qdq(model: Any) -> int:
             continue
         source = producer.get(q.input[0])
         if source is not None and _cast_to(source) == FLOAT and dtype.get(source.input[0]) == FLOAT16:
-            q.input[0] = source.input[0]  # the Cast stays if something else reads its output
+            q.input[0] = source.input[0]
+            bypassed.add(id(source))  # dropped below unless something else reads it
         elif q.input[0] in inits and inits[q.input[0]].data_type == FLOAT:
             q.input[0] = as_fp16(q.input[0])
         else:
@@ -72,7 +73,8 @@ def fp16_qdq(model: Any) -> int:
     if not rewritten:
         return 0
     readers = {name for node in graph.node if id(node) not in drop for name in node.input}
-    keep = [n for n in graph.node if id(n) not in drop and not (_cast_to(n) == FLOAT and n.output[0] not in readers)]
+    readers |= {output.name for output in graph.output}
+    keep = [n for n in graph.node if id(n) not in drop and not (id(n) in bypassed and n.output[0] not in readers)]
     del graph.node[:]
     graph.node.extend(keep)
     used = {name for node in graph.node for name in node.input}

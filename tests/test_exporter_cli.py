@@ -399,3 +399,29 @@ def test_report_renders_the_gpu_only_entries(tiny_dir, tmp_path):
     markdown = render_markdown(report)
     assert "3 layers by input precision: int8 2, fp16 1; GEMM layers not in int8: pooler.dense" in markdown
     assert "tensorrt-cuda-graph: outputs differ from the launched engine by up to 0.00125" in markdown
+
+
+def test_fp16_qdq_rewrite_keeps_unrelated_casts():
+    """Only the Casts the rewrite bypasses go; a float Cast that is a graph output stays."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from exporter.qdq_fp16 import fp16_qdq
+
+    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+             helper.make_node("QuantizeLinear", ["xf", "s", "zp"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["d"]),
+             helper.make_node("Cast", ["d"], ["y"], to=TensorProto.FLOAT16),
+             helper.make_node("Cast", ["x"], ["z"], to=TensorProto.FLOAT)]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, 4]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 4])],
+        [numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "zp")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert fp16_qdq(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["QuantizeLinear", "DequantizeLinear", "Cast"]
+    assert [o.name for o in model.graph.output] == ["d", "z"] and model.opset_import[0].version == 19
+    onnx.checker.check_model(model, full_check=True)
